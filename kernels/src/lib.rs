@@ -1,0 +1,12 @@
+//! ferrochat's compute kernels: raw math on slices, no autograd, no tensors.
+//!
+//! Every kernel family lives in one file under [`cpu`] and keeps its plain reference version
+//! (generic over [`Float`], written for clarity, used for f64 gradient checks) beside the fast
+//! f32 version (SIMD + rayon). Tests check the fast one against the reference.
+
+pub mod cpu;
+pub mod float;
+pub mod simd;
+
+pub use float::Float;
+pub use simd::{simd_level, SimdLevel};

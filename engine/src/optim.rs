@@ -1,0 +1,165 @@
+//! Optimisation: AdamW, global-norm gradient clipping, and the learning-rate schedule.
+
+use crate::error::{invalid, shape_err};
+use crate::{Gradients, Result, Storage, Tensor};
+use kernels::cpu::adamw::{adamw, adamw_ref, AdamWStep};
+
+/// AdamW hyper-parameters. Defaults are PyTorch's, except weight decay, which is GPT-2's 0.1.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Decay only parameters of rank ≥ 2 (weight matrices, embeddings), not biases or
+    /// layernorm gains — the usual rule for transformers (nanoGPT, HF `Trainer`).
+    pub decay_matrices_only: bool,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            decay_matrices_only: true,
+        }
+    }
+}
+
+/// AdamW (Loshchilov & Hutter, 2019), computed as `torch.optim.AdamW` does; the update is
+/// the `kernels::cpu::adamw` kernel. Its state (the moments m, v) is kept per parameter
+/// position, so pass the parameters in the same order every step.
+#[derive(Clone, Debug)]
+pub struct AdamW {
+    pub config: AdamWConfig,
+    /// Steps taken so far.
+    pub step: u64,
+    /// First and second moments, one pair per parameter.
+    pub state: Vec<(Storage, Storage)>,
+}
+
+impl AdamW {
+    /// A fresh optimizer (no steps taken).
+    pub fn new(config: AdamWConfig) -> AdamW {
+        AdamW {
+            config,
+            step: 0,
+            state: Vec::new(),
+        }
+    }
+
+    /// One update of every parameter that has a gradient in `grads`, at learning rate `lr`.
+    /// Parameters without a gradient are left alone (their moments too), as in PyTorch.
+    pub fn step(&mut self, params: &mut [&mut Tensor], grads: &Gradients, lr: f64) -> Result<()> {
+        if self.state.is_empty() {
+            self.state = params
+                .iter()
+                .map(|p| {
+                    (
+                        Storage::zeros(p.dtype(), p.numel()),
+                        Storage::zeros(p.dtype(), p.numel()),
+                    )
+                })
+                .collect();
+        }
+        if self.state.len() != params.len() {
+            return invalid(
+                "adamw",
+                format!(
+                    "optimizer holds state for {} parameters but {} were passed",
+                    self.state.len(),
+                    params.len()
+                ),
+            );
+        }
+        self.step += 1;
+        let c = self.config;
+        for (i, p) in params.iter_mut().enumerate() {
+            let Some(g) = grads.get(p) else { continue };
+            if g.shape() != p.shape()
+                || g.dtype() != p.dtype()
+                || self.state[i].0.len() != p.numel()
+            {
+                return shape_err(
+                    "adamw",
+                    format!(
+                        "parameter {i} has shape {:?} but its gradient or state does not match",
+                        p.shape()
+                    ),
+                );
+            }
+            let decay = !c.decay_matrices_only || p.rank() >= 2;
+            let h = AdamWStep {
+                lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                weight_decay: if decay { c.weight_decay } else { 0.0 },
+                step: self.step,
+            };
+            let (m, v) = &mut self.state[i];
+            p.update(|s| match (s, g.storage(), m, v) {
+                (Storage::F32(p), Storage::F32(g), Storage::F32(m), Storage::F32(v)) => {
+                    adamw(p, g, m, v, h)
+                }
+                (Storage::F64(p), Storage::F64(g), Storage::F64(m), Storage::F64(v)) => {
+                    adamw_ref(p, g, m, v, h)
+                }
+                _ => {}
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Scales the gradients of `params` so that their global L2 norm is at most `max_norm`, as
+/// `torch.nn.utils.clip_grad_norm_` does (factor max_norm / (norm + 1e-6) when norm exceeds
+/// it). Returns the norm before clipping (accumulated in f64, in parameter order).
+pub fn clip_grad_norm(grads: &mut Gradients, params: &[&Tensor], max_norm: f64) -> Result<f64> {
+    let mut sq = 0.0f64;
+    for p in params {
+        if let Some(g) = grads.get(p) {
+            sq += match g.storage() {
+                Storage::F32(v) => v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>(),
+                Storage::F64(v) => v.iter().map(|&x| x * x).sum::<f64>(),
+            };
+        }
+    }
+    let norm = sq.sqrt();
+    let factor = max_norm / (norm + 1e-6);
+    if factor < 1.0 {
+        for p in params {
+            if let Some(g) = grads.remove(p) {
+                grads.insert(p, crate::no_grad(|| crate::ops::mul_scalar(&g, factor))?);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// Linear warm-up from 0 to `max_lr` over `warmup` steps, then cosine decay to `min_lr` at
+/// `total` steps, constant after (the GPT-3 / nanoGPT schedule).
+#[derive(Clone, Copy, Debug)]
+pub struct LrSchedule {
+    pub max_lr: f64,
+    pub min_lr: f64,
+    pub warmup: u64,
+    pub total: u64,
+}
+
+impl LrSchedule {
+    /// The learning rate for step `step` (counting from 0).
+    pub fn lr(&self, step: u64) -> f64 {
+        if step < self.warmup {
+            return self.max_lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        if step >= self.total {
+            return self.min_lr;
+        }
+        let progress = (step - self.warmup) as f64 / (self.total - self.warmup).max(1) as f64;
+        let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+        self.min_lr + cosine * (self.max_lr - self.min_lr)
+    }
+}

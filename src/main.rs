@@ -1,3 +1,34 @@
+//! `ferrochat`: the command line. Each subcommand lives in `src/cmd/`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// ChatGPT's training recipe (InstructGPT), from scratch in Rust, down to the kernels.
+#[derive(Parser)]
+#[command(name = "ferrochat", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check every op's gradient against finite differences (f64) and print a table.
+    Gradcheck(cmd::gradcheck::Args),
+    /// Time each CPU kernel, fast vs reference (and matmul vs the matrixmultiply crate).
+    Kernels(cmd::kernels::Args),
+}
+
 fn main() {
-    println!("ferrochat");
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gradcheck(args) => cmd::gradcheck::run(args),
+        Command::Kernels(args) => cmd::kernels::run(args),
+    };
+    if let Err(e) = result {
+        // One line, the whole chain of causes, and a non-zero exit.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,4 @@
+//! The subcommands.
+
+pub mod gradcheck;
+pub mod kernels;

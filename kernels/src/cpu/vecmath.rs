@@ -125,6 +125,21 @@ pub(crate) fn for_row_tasks(
     }
 }
 
+/// Elements per parallel task for element-wise kernels.
+pub(crate) const ELEM_TASK: usize = 16 * 1024;
+
+/// Runs `f(offset, chunk)` over `out` cut into tasks of [`ELEM_TASK`] elements, on rayon
+/// when [`use_threads`] says so.
+pub(crate) fn for_elem_tasks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if use_threads(out.len()) {
+        let it = out.par_chunks_mut(ELEM_TASK).enumerate();
+        it.for_each(|(t, c)| f(t * ELEM_TASK, c));
+    } else {
+        let it = out.chunks_mut(ELEM_TASK).enumerate();
+        it.for_each(|(t, c)| f(t * ELEM_TASK, c));
+    }
+}
+
 /// AVX2+FMA building blocks. Every function requires the CPU to support AVX2 and FMA (the
 /// callers check `SimdLevel::Avx2Fma`, which is only reported when both are detected).
 #[cfg(target_arch = "x86_64")]

@@ -44,10 +44,19 @@ fn default_init_range() -> f64 {
 
 impl GptConfig {
     /// A config with GPT-2's defaults for everything but the shape.
-    pub fn new(vocab_size: usize, n_positions: usize, n_embd: usize, n_layer: usize, n_head: usize) -> GptConfig {
+    pub fn new(
+        vocab_size: usize,
+        n_positions: usize,
+        n_embd: usize,
+        n_layer: usize,
+        n_head: usize,
+    ) -> GptConfig {
         let mut extra = serde_json::Map::new();
         extra.insert("model_type".into(), "gpt2".into());
-        extra.insert("architectures".into(), serde_json::json!(["GPT2LMHeadModel"]));
+        extra.insert(
+            "architectures".into(),
+            serde_json::json!(["GPT2LMHeadModel"]),
+        );
         extra.insert("activation_function".into(), "gelu_new".into());
         extra.insert("n_inner".into(), serde_json::Value::Null);
         extra.insert("tie_word_embeddings".into(), true.into());
@@ -82,20 +91,32 @@ impl GptConfig {
             }
         }
         if self.n_embd % self.n_head != 0 {
-            return Err(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
+            return Err(format!(
+                "n_embd {} is not divisible by n_head {}",
+                self.n_embd, self.n_head
+            ));
         }
-        if let Some(act) = self.extra.get("activation_function").and_then(|v| v.as_str()) {
+        if let Some(act) = self
+            .extra
+            .get("activation_function")
+            .and_then(|v| v.as_str())
+        {
             if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
                 return Err(format!("activation_function {act:?} is not supported (GPT-2 uses the tanh GELU, \"gelu_new\")"));
             }
         }
         if let Some(inner) = self.extra.get("n_inner").and_then(|v| v.as_u64()) {
             if inner as usize != 4 * self.n_embd {
-                return Err(format!("n_inner {inner} is not supported (only 4 * n_embd)"));
+                return Err(format!(
+                    "n_inner {inner} is not supported (only 4 * n_embd)"
+                ));
             }
         }
         if !(self.layer_norm_epsilon > 0.0) {
-            return Err(format!("layer_norm_epsilon {} must be positive", self.layer_norm_epsilon));
+            return Err(format!(
+                "layer_norm_epsilon {} must be positive",
+                self.layer_norm_epsilon
+            ));
         }
         Ok(())
     }
@@ -108,7 +129,12 @@ impl GptConfig {
     /// Number of parameters (the unembedding is tied to the token embedding).
     pub fn num_params(&self) -> usize {
         let c = self.n_embd;
-        let block = 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + 2 * c + (c * 4 * c + 4 * c) + (4 * c * c + c);
+        let block = 2 * c
+            + (c * 3 * c + 3 * c)
+            + (c * c + c)
+            + 2 * c
+            + (c * 4 * c + 4 * c)
+            + (4 * c * c + c);
         self.vocab_size * c + self.n_positions * c + self.n_layer * block + 2 * c
     }
 }

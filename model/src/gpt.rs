@@ -108,8 +108,14 @@ impl Block {
 pub fn param_shapes(config: &GptConfig) -> Vec<(String, Vec<usize>)> {
     let c = config.n_embd;
     let mut v = vec![
-        ("transformer.wte.weight".to_string(), vec![config.vocab_size, c]),
-        ("transformer.wpe.weight".to_string(), vec![config.n_positions, c]),
+        (
+            "transformer.wte.weight".to_string(),
+            vec![config.vocab_size, c],
+        ),
+        (
+            "transformer.wpe.weight".to_string(),
+            vec![config.n_positions, c],
+        ),
     ];
     let block_shapes = [
         vec![c],
@@ -170,11 +176,18 @@ impl Gpt {
         config.validate().map_err(Error::Invalid)?;
         let shapes = param_shapes(&config);
         if tensors.len() != shapes.len() {
-            return Err(Error::Invalid(format!("expected {} parameters, got {}", shapes.len(), tensors.len())));
+            return Err(Error::Invalid(format!(
+                "expected {} parameters, got {}",
+                shapes.len(),
+                tensors.len()
+            )));
         }
         for ((name, shape), t) in shapes.iter().zip(&tensors) {
             if t.shape() != shape.as_slice() {
-                return Err(Error::Invalid(format!("{name}: expected shape {shape:?}, got {:?}", t.shape())));
+                return Err(Error::Invalid(format!(
+                    "{name}: expected shape {shape:?}, got {:?}",
+                    t.shape()
+                )));
             }
         }
         let mut it = tensors.into_iter();
@@ -244,7 +257,10 @@ impl Gpt {
     /// inside the vocabulary. The message names the first bad id and its position.
     pub fn check_ids(&self, ids: &[usize], batch: usize, seq: usize) -> Result<()> {
         if ids.len() != batch * seq || seq == 0 {
-            return Err(Error::Invalid(format!("{} token ids do not form a batch of {batch} x {seq}", ids.len())));
+            return Err(Error::Invalid(format!(
+                "{} token ids do not form a batch of {batch} x {seq}",
+                ids.len()
+            )));
         }
         if seq > self.config.n_positions {
             return Err(Error::Invalid(format!(
@@ -252,7 +268,11 @@ impl Gpt {
                 self.config.n_positions
             )));
         }
-        if let Some((pos, &id)) = ids.iter().enumerate().find(|(_, &id)| id >= self.config.vocab_size) {
+        if let Some((pos, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id >= self.config.vocab_size)
+        {
             return Err(Error::Invalid(format!(
                 "token id {id} at position {pos} is out of range for a vocabulary of {}",
                 self.config.vocab_size
@@ -264,7 +284,13 @@ impl Gpt {
     /// The final hidden states `ln_f(h_L)`, `[batch, seq, C]`, for `ids` (row-major
     /// `[batch, seq]`). With `dropout` set, the embedding and residual dropouts are applied
     /// (training); without, none (eval).
-    pub fn hidden(&self, ids: &[usize], batch: usize, seq: usize, mut dropout: Dropout) -> Result<Tensor> {
+    pub fn hidden(
+        &self,
+        ids: &[usize],
+        batch: usize,
+        seq: usize,
+        mut dropout: Dropout,
+    ) -> Result<Tensor> {
         self.check_ids(ids, batch, seq)?;
         let c = &self.config;
         let tok = ops::embedding(&self.wte, ids, &[batch, seq])?;
@@ -274,18 +300,36 @@ impl Gpt {
         for block in &self.blocks {
             h = self.block_forward(block, &h, &mut dropout)?;
         }
-        Ok(ops::layer_norm(&h, &self.ln_f_w, &self.ln_f_b, c.layer_norm_epsilon)?)
+        Ok(ops::layer_norm(
+            &h,
+            &self.ln_f_w,
+            &self.ln_f_b,
+            c.layer_norm_epsilon,
+        )?)
     }
 
     /// The next-token logits `[batch, seq, vocab]`: hidden states times the tied embedding.
-    pub fn forward(&self, ids: &[usize], batch: usize, seq: usize, dropout: Dropout) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ids: &[usize],
+        batch: usize,
+        seq: usize,
+        dropout: Dropout,
+    ) -> Result<Tensor> {
         let h = self.hidden(ids, batch, seq, dropout)?;
         Ok(ops::matmul_ex(&h, &self.wte, false, true)?)
     }
 
     /// Mean next-token cross-entropy of `ids` against `targets` (one per position; positions
     /// with [`ops::IGNORE_INDEX`] are left out).
-    pub fn loss(&self, ids: &[usize], targets: &[i64], batch: usize, seq: usize, dropout: Dropout) -> Result<Tensor> {
+    pub fn loss(
+        &self,
+        ids: &[usize],
+        targets: &[i64],
+        batch: usize,
+        seq: usize,
+        dropout: Dropout,
+    ) -> Result<Tensor> {
         let logits = self.forward(ids, batch, seq, dropout)?;
         Ok(ops::cross_entropy(&logits, targets, ops::IGNORE_INDEX)?)
     }
@@ -316,7 +360,11 @@ impl Gpt {
         let qkv = ops::add(&ops::matmul(x, &b.attn_w)?, &b.attn_b)?; // [B, T, 3C]
         let head = |i: usize| -> Result<Tensor> {
             let part = ops::slice(&qkv, -1, i * c, (i + 1) * c)?;
-            Ok(ops::transpose(&ops::reshape(&part, &[bsz, t, h, d])?, 1, 2)?)
+            Ok(ops::transpose(
+                &ops::reshape(&part, &[bsz, t, h, d])?,
+                1,
+                2,
+            )?)
         };
         Ok((head(0)?, head(1)?, head(2)?))
     }
@@ -331,7 +379,11 @@ impl Gpt {
 
     /// The model's parameters converted to `dtype` (f64 for gradient checks), as new leaves.
     pub fn to_dtype(&self, dtype: DType) -> Result<Gpt> {
-        let tensors = self.params().into_iter().map(|t| t.to_dtype(dtype).detach().requires_grad()).collect();
+        let tensors = self
+            .params()
+            .into_iter()
+            .map(|t| t.to_dtype(dtype).detach().requires_grad())
+            .collect();
         Gpt::from_params(self.config.clone(), tensors)
     }
 }

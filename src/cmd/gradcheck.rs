@@ -19,13 +19,23 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let opts = GradcheckOptions::default();
-    let dims = [args.dims[0].max(1), args.dims[1].max(1), args.dims[2].max(1)];
+    let dims = [
+        args.dims[0].max(1),
+        args.dims[1].max(1),
+        args.dims[2].max(1),
+    ];
     println!(
         "autograd vs fourth-order central differences (h = {:e}), f64, dims {dims:?}, seed {}",
         opts.step, args.seed
     );
-    println!("pass: max relative error <= {:e} (absolute floor {:e})\n", opts.rel_tol, opts.abs_floor);
-    println!("{:<26} {:>9} {:>14} {:>14}  result", "op", "elements", "max rel err", "max abs err");
+    println!(
+        "pass: max relative error <= {:e} (absolute floor {:e})\n",
+        opts.rel_tol, opts.abs_floor
+    );
+    println!(
+        "{:<26} {:>9} {:>14} {:>14}  result",
+        "op", "elements", "max rel err", "max abs err"
+    );
     let mut failed = vec![];
     for &name in cases::CASES {
         if args.only.as_deref().is_some_and(|o| !name.contains(o)) {

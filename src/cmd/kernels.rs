@@ -50,7 +50,15 @@ fn print_row(r: &Row) {
         .unwrap_or_else(|| format!("{:>31}", "-"));
     let baseline = r
         .baseline
-        .map(|(name, s)| format!("{name} {:.2} ms {:.1} {}  (fast/baseline speed x{:.2})", s * 1e3, rate(s), r.unit, s / r.fast))
+        .map(|(name, s)| {
+            format!(
+                "{name} {:.2} ms {:.1} {}  (fast/baseline speed x{:.2})",
+                s * 1e3,
+                rate(s),
+                r.unit,
+                s / r.fast
+            )
+        })
         .unwrap_or_default();
     println!(
         "{:<22} {:<18} {:>9.2} ms {:>8.1} {:<7} {reference}  {baseline}",
@@ -76,21 +84,41 @@ pub fn run(args: Args) -> Result<()> {
     let with_ref = args.reference;
 
     // matmul, beside the matrixmultiply crate (the baseline to beat).
-    std::env::set_var("MATMUL_NUM_THREADS", rayon::current_num_threads().to_string());
+    std::env::set_var(
+        "MATMUL_NUM_THREADS",
+        rayon::current_num_threads().to_string(),
+    );
     for &(m, k, n) in &[(256, 256, 256), (512, 768, 768), (1024, 768, 3072)] {
         let a = randn(&mut rng, m * k);
         let b = randn(&mut rng, k * n);
         let mut c = vec![0.0f32; m * n];
-        let fast = time(1.0, || matmul::sgemm(m, k, n, 1.0, &a, k, 1, &b, n, 1, 0.0, &mut c, n, 1));
+        let fast = time(1.0, || {
+            matmul::sgemm(m, k, n, 1.0, &a, k, 1, &b, n, 1, 0.0, &mut c, n, 1)
+        });
         let base = time(1.0, || unsafe {
             // SAFETY: the pointers cover m×k, k×n and m×n row-major matrices.
             matrixmultiply::sgemm(
-                m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0,
-                c.as_mut_ptr(), n as isize, 1,
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
             )
         });
-        let reference = (with_ref && m * k * n <= 512 * 768 * 768)
-            .then(|| time(0.5, || matmul::gemm_ref(m, k, n, 1.0, &a, k, 1, &b, n, 1, 0.0, &mut c, n, 1)));
+        let reference = (with_ref && m * k * n <= 512 * 768 * 768).then(|| {
+            time(0.5, || {
+                matmul::gemm_ref(m, k, n, 1.0, &a, k, 1, &b, n, 1, 0.0, &mut c, n, 1)
+            })
+        });
         print_row(&Row {
             kernel: "matmul (sgemm)".into(),
             shape: format!("{m}x{k}x{n}"),
@@ -115,7 +143,9 @@ pub fn run(args: Args) -> Result<()> {
             layernorm::layernorm_bwd(&dy, &x, &g, &mu, &rs, rows, cols, &mut dx, &mut dg, &mut db);
         } else {
             layernorm::layernorm_fwd_ref(&x, &g, &b, rows, cols, 1e-5, &mut y, &mut mu, &mut rs);
-            layernorm::layernorm_bwd_ref(&dy, &x, &g, &mu, &rs, rows, cols, &mut dx, &mut dg, &mut db);
+            layernorm::layernorm_bwd_ref(
+                &dy, &x, &g, &mu, &rs, rows, cols, &mut dx, &mut dg, &mut db,
+            );
         }
     };
     let fast = time(1.0, || ln(true));
@@ -137,14 +167,22 @@ pub fn run(args: Args) -> Result<()> {
     let v = randn(&mut rng, bh * t * d);
     let dout = randn(&mut rng, bh * t * d);
     let (mut o, mut lse) = (vec![0.0; bh * t * d], vec![0.0; bh * t]);
-    let (mut dq, mut dk, mut dv) = (vec![0.0; bh * t * d], vec![0.0; bh * t * d], vec![0.0; bh * t * d]);
+    let (mut dq, mut dk, mut dv) = (
+        vec![0.0; bh * t * d],
+        vec![0.0; bh * t * d],
+        vec![0.0; bh * t * d],
+    );
     let mut attn = |fast: bool| {
         if fast {
             attention::causal_attention_fwd(&q, &k_, &v, bh, t, d, &mut o, &mut lse);
-            attention::causal_attention_bwd(&q, &k_, &v, &o, &lse, &dout, bh, t, d, &mut dq, &mut dk, &mut dv);
+            attention::causal_attention_bwd(
+                &q, &k_, &v, &o, &lse, &dout, bh, t, d, &mut dq, &mut dk, &mut dv,
+            );
         } else {
             attention::causal_attention_fwd_ref(&q, &k_, &v, bh, t, d, &mut o, &mut lse);
-            attention::causal_attention_bwd_ref(&q, &k_, &v, &o, &lse, &dout, bh, t, d, &mut dq, &mut dk, &mut dv);
+            attention::causal_attention_bwd_ref(
+                &q, &k_, &v, &o, &lse, &dout, bh, t, d, &mut dq, &mut dk, &mut dv,
+            );
         }
     };
     let fast = time(1.0, || attn(true));
@@ -196,11 +234,45 @@ pub fn run(args: Args) -> Result<()> {
     let mut dlogits = vec![0.0; rows * vocab];
     let mut ce = |fast: bool| {
         if fast {
-            crossentropy::cross_entropy_fwd(&logits, &targets, rows, vocab, -100, &mut losses, &mut lse);
-            crossentropy::cross_entropy_bwd(&logits, &targets, &lse, &dl, rows, vocab, -100, &mut dlogits);
+            crossentropy::cross_entropy_fwd(
+                &logits,
+                &targets,
+                rows,
+                vocab,
+                -100,
+                &mut losses,
+                &mut lse,
+            );
+            crossentropy::cross_entropy_bwd(
+                &logits,
+                &targets,
+                &lse,
+                &dl,
+                rows,
+                vocab,
+                -100,
+                &mut dlogits,
+            );
         } else {
-            crossentropy::cross_entropy_fwd_ref(&logits, &targets, rows, vocab, -100, &mut losses, &mut lse);
-            crossentropy::cross_entropy_bwd_ref(&logits, &targets, &lse, &dl, rows, vocab, -100, &mut dlogits);
+            crossentropy::cross_entropy_fwd_ref(
+                &logits,
+                &targets,
+                rows,
+                vocab,
+                -100,
+                &mut losses,
+                &mut lse,
+            );
+            crossentropy::cross_entropy_bwd_ref(
+                &logits,
+                &targets,
+                &lse,
+                &dl,
+                rows,
+                vocab,
+                -100,
+                &mut dlogits,
+            );
         }
     };
     let fast = time(0.5, || ce(true));
@@ -244,7 +316,14 @@ pub fn run(args: Args) -> Result<()> {
     let mut p = randn(&mut rng, n);
     let g = randn(&mut rng, n);
     let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
-    let h = adamw::AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1, step: 1 };
+    let h = adamw::AdamWStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        step: 1,
+    };
     let fast = time(0.5, || adamw::adamw(&mut p, &g, &mut m, &mut v, h));
     let reference = with_ref.then(|| time(0.5, || adamw::adamw_ref(&mut p, &g, &mut m, &mut v, h)));
     print_row(&Row {

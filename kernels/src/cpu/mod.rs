@@ -8,3 +8,6 @@ pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
 pub mod softmax;
+#[cfg(test)]
+mod testutil;
+pub(crate) mod vecmath;

@@ -31,6 +31,16 @@ impl Rng {
         }
     }
 
+    /// The generator's internal state, to save it (see [`Rng::from_state`]).
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// A generator continuing exactly from a saved [`Rng::state`].
+    pub fn from_state(s: [u64; 4]) -> Rng {
+        Rng { s }
+    }
+
     /// An independent generator derived from this one's seed state and `stream` (for giving
     /// each component its own stream without coupling their draws).
     pub fn fork(&self, stream: u64) -> Rng {

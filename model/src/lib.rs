@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod gpt;
+pub mod train;
 
 pub use config::GptConfig;
 pub use gpt::Gpt;
@@ -34,6 +35,7 @@ pub enum Error {
 /// The model crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+#[allow(dead_code)] // used by the checkpoint module
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.display().to_string(),
@@ -41,6 +43,7 @@ pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> E
     }
 }
 
+#[allow(dead_code)] // used by the checkpoint module
 pub(crate) fn format_err(path: &std::path::Path, msg: impl Into<String>) -> Error {
     Error::Format {
         path: path.display().to_string(),

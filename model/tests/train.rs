@@ -63,7 +63,7 @@ fn two_half_batches_step_like_one_full_batch() {
     };
     let (mut a, mut b) = (tiny(), tiny());
     let sa = Trainer::new(config(10))
-        .step(&mut a, &[full.clone()], &mut Rng::new(0))
+        .step(&mut a, std::slice::from_ref(&full), &mut Rng::new(0))
         .unwrap();
     let sb = Trainer::new(config(10))
         .step(&mut b, &[half(0, 2), half(2, 4)], &mut Rng::new(0))

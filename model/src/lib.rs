@@ -1,11 +1,14 @@
 //! ferrochat's model crate: the GPT-2 architecture on the engine ([`gpt`]), its configuration
-//! ([`config`]), HF-compatible checkpoints ([`checkpoint`]), and KV-cache inference and
-//! sampling ([`generate`]).
+//! ([`config`]), HF-compatible checkpoints ([`checkpoint`]), KV-cache inference and sampling
+//! ([`generate`]), training on next-token prediction ([`train`]), and the byte-level BPE
+//! [`tokenizer`] (train, save/load in GPT-2's `vocab.json` + `merges.txt` format,
+//! encode/decode).
 
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod gpt;
+pub mod tokenizer;
 pub mod train;
 
 pub use config::GptConfig;

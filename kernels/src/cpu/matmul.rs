@@ -112,27 +112,58 @@ pub fn gemm_batched_ref<F: Float>(
 use crate::simd::{simd_level, SimdLevel};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::sync::OnceLock;
 use std::thread::LocalKey;
 
-/// Rows of a microkernel tile. 6 rows × 2 ymm of 8 floats = 12 accumulator registers on
-/// AVX2, leaving 4 of the 16 for the two B vectors and the A broadcast.
-const MR: usize = 6;
-/// Columns of a microkernel tile: two AVX2 vectors (four NEON vectors).
-const NR: usize = 16;
-/// Depth of one packed block. The B micro-panel (KC×NR×4 B = 16 KiB) must stay in the 32 KiB
-/// L1d while A micro-panels (KC×MR×4 B = 6 KiB) stream through it.
-const KC: usize = 256;
-/// Rows of one packed A block: MC×KC×4 B = 144 KiB, well inside a 512 KiB L2, so the block
-/// is read from L2 once per B micro-panel. Multiple of MR.
-const MC: usize = 144;
-/// Columns of one packed B block: KC×NC×4 B ≈ 4 MiB, a slice of the shared L3. Multiple of NR;
-/// with it nearly every GEMM in a GPT-sized model packs each k-slice of B only once.
-const NC: usize = 4080;
+/// Tile of the AVX2 kernel (also used by the scalar and NEON kernels, so all three share
+/// one packed format): 6 rows × 2 ymm of 8 floats = 12 accumulator registers, leaving 4 of
+/// the 16 for the two B vectors and the A broadcast.
+const AVX2_MR: usize = 6;
+/// See [`AVX2_MR`]: 16 columns = two AVX2 vectors (four NEON vectors).
+const AVX2_NR: usize = 16;
+/// Tile of the AVX-512 kernel: 12 rows × 2 zmm of 16 floats = 24 accumulators of the 32
+/// registers, so each k step is 24 FMAs for 2 vector loads and 12 broadcasts.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const AVX512_MR: usize = 12;
+/// See [`AVX512_MR`].
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const AVX512_NR: usize = 32;
+
+/// Cache-block sizes of the three outer loops (see the loop nest above).
+#[derive(Clone, Copy, Debug)]
+struct Blocking {
+    /// Depth of one packed block. The B micro-panel (kc×NR floats) must stay in L1d while
+    /// the A micro-panels (kc×MR) stream through it.
+    kc: usize,
+    /// Rows of one packed A block (a multiple of MR): mc×kc floats live in L2 and are read
+    /// once per B micro-panel.
+    mc: usize,
+    /// Columns of one packed B block (a multiple of NR): kc×nc floats, a slice of the shared
+    /// L3; with nc ≈ 4k nearly every GEMM of a GPT-sized model packs each k-slice of B once.
+    nc: usize,
+}
+
+/// Blocking for the 6×16 kernels, sized for a Zen 3 core (32 KiB L1d, 512 KiB L2): B
+/// micro-panel 256×16×4 B = 16 KiB in L1, A block 144×256×4 B = 144 KiB in L2, B block
+/// 256×4080×4 B ≈ 4 MiB in L3.
+const BLOCKING_6X16: Blocking = Blocking {
+    kc: 256,
+    mc: 144,
+    nc: 4080,
+};
+/// Blocking for the 12×32 AVX-512 kernel (Zen 4/5: 32/48 KiB L1d, 1 MiB L2): B micro-panel
+/// 192×32×4 B = 24 KiB in L1, A block 144×192×4 B = 108 KiB in L2.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const BLOCKING_12X32: Blocking = Blocking {
+    kc: 192,
+    mc: 144,
+    nc: 4064,
+};
 /// Below this many flops (2·m·k·n) a GEMM runs on the calling thread: splitting it would cost
 /// more in rayon hand-offs and duplicated packing than it saves (≈ 128³).
 const PAR_MIN_FLOPS: usize = 1 << 22;
 
-/// A microkernel: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over `kc` steps, with
+/// A microkernel for MR×NR tiles: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over `kc` steps, with
 /// C row-major (unit column stride, row stride `rsc`). `beta == 0` means C is not read.
 ///
 /// Safety contract: `a` points to `kc·MR` readable floats, `b` to `kc·NR`, and
@@ -149,7 +180,7 @@ type Microkernel = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, f32
 /// floats: panel r holds rows `i0+r·MR ..`, step p of it is `A[row, p0+p]` for its MR rows.
 /// Rows past `mc` are zero.
 #[allow(clippy::too_many_arguments)]
-fn pack_a(
+fn pack_a<const MR: usize>(
     dst: &mut [f32],
     a: &[f32],
     rsa: usize,
@@ -190,7 +221,7 @@ fn pack_a(
 /// floats: step p of panel q is `B[p0+p, j0+q·NR ..]` for its NR columns. Columns past `nc`
 /// are zero. `first_panel` says which panel of the block `dst` starts at (for parallel packing).
 #[allow(clippy::too_many_arguments)]
-fn pack_b_panel(
+fn pack_b_panel<const NR: usize>(
     dst: &mut [f32],
     b: &[f32],
     rsb: usize,
@@ -236,7 +267,7 @@ fn pack_b_panel(
 ///
 /// # Safety
 /// See [`Microkernel`].
-unsafe fn kernel_scalar(
+unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -293,6 +324,8 @@ unsafe fn kernel_avx2(
     beta: f32,
 ) {
     use std::arch::x86_64::*;
+    const MR: usize = AVX2_MR;
+    const NR: usize = AVX2_NR;
     // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
     // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
     // the intrinsics need AVX2/FMA, which the caller guarantees the CPU has.
@@ -353,6 +386,8 @@ unsafe fn kernel_neon(
     beta: f32,
 ) {
     use std::arch::aarch64::*;
+    const MR: usize = AVX2_MR;
+    const NR: usize = AVX2_NR;
     // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
     // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
     // the caller guarantees NEON.
@@ -389,15 +424,101 @@ unsafe fn kernel_neon(
     }
 }
 
-/// The microkernel for a SIMD level. A level the build target cannot run (e.g. `Neon` on
-/// x86-64) falls back to the scalar kernel.
-fn microkernel(level: SimdLevel) -> Microkernel {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => kernel_avx2,
-        #[cfg(target_arch = "aarch64")]
-        SimdLevel::Neon => kernel_neon,
-        _ => kernel_scalar,
+/// AVX-512 microkernel, 12×32: 24 zmm accumulators; each k step loads two B vectors and
+/// broadcasts twelve A values, for 24 FMAs (twice the work per instruction of AVX2).
+///
+/// # Safety
+/// See [`Microkernel`]; additionally the CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_avx512(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    use std::arch::x86_64::*;
+    const MR: usize = AVX512_MR;
+    const NR: usize = AVX512_NR;
+    // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
+    // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
+    // the intrinsics need AVX-512F, which the caller guarantees the CPU has.
+    unsafe {
+        for i in 0..MR {
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + NR - 1) as *const i8);
+        }
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*ap.add(i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+        let va = _mm512_set1_ps(alpha);
+        let vb = _mm512_set1_ps(beta);
+        for (i, row) in acc.iter().enumerate() {
+            let c0 = c.add(i * rsc);
+            let c1 = c0.add(16);
+            if beta == 0.0 {
+                _mm512_storeu_ps(c0, _mm512_mul_ps(va, row[0]));
+                _mm512_storeu_ps(c1, _mm512_mul_ps(va, row[1]));
+            } else {
+                let old0 = _mm512_mul_ps(vb, _mm512_loadu_ps(c0));
+                let old1 = _mm512_mul_ps(vb, _mm512_loadu_ps(c1));
+                _mm512_storeu_ps(c0, _mm512_fmadd_ps(va, row[0], old0));
+                _mm512_storeu_ps(c1, _mm512_fmadd_ps(va, row[1], old1));
+            }
+        }
+    }
+}
+
+/// Which microkernel family a GEMM runs with. Chosen from [`simd_level`], refined by whether
+/// an AVX2 machine also has AVX-512 (then the wider kernel is used unless the environment
+/// variable `FERROCHAT_NO_AVX512` is set, to compare or to mimic an AVX2-only CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+impl Isa {
+    /// The best kernel family this machine runs (detected once).
+    fn detected() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| match simd_level() {
+            SimdLevel::Avx2Fma
+                if has_avx512() && std::env::var_os("FERROCHAT_NO_AVX512").is_none() =>
+            {
+                Isa::Avx512
+            }
+            SimdLevel::Avx2Fma => Isa::Avx2,
+            SimdLevel::Neon => Isa::Neon,
+            SimdLevel::Scalar => Isa::Scalar,
+        })
+    }
+}
+
+/// Whether the CPU has AVX-512F.
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -495,7 +616,7 @@ pub fn sgemm(
     csc: usize,
 ) {
     sgemm_with(
-        simd_level(),
+        Isa::detected(),
         true,
         m,
         k,
@@ -514,11 +635,12 @@ pub fn sgemm(
     )
 }
 
-/// [`sgemm`] with the SIMD level and permission to use threads given explicitly (tests force
-/// the scalar path with it; the batched GEMM runs it single-threaded inside its own threads).
+/// [`sgemm`] with the kernel family and permission to use threads given explicitly (tests
+/// force each family with it; the batched GEMM runs it single-threaded inside its own
+/// threads). `isa` must be one this CPU supports (see [`Isa::detected`]).
 #[allow(clippy::too_many_arguments)]
 fn sgemm_with(
-    level: SimdLevel,
+    isa: Isa,
     threads: bool,
     m: usize,
     k: usize,
@@ -558,125 +680,227 @@ fn sgemm_with(
     if csc != 1 && rsc == 1 {
         // Column-major C: compute Cᵀ = Bᵀ·Aᵀ instead, so that the microkernel writes rows.
         return sgemm_with(
-            level, threads, n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc,
+            isa, threads, n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc,
         );
     }
-    let kernel = microkernel(level);
     let nthreads = if threads && 2 * m * k * n >= PAR_MIN_FLOPS && strides_disjoint(m, n, rsc, csc)
     {
         rayon::current_num_threads()
     } else {
         1
     };
-    let cptr = CPtr(c.as_mut_ptr());
+    let g = Gemm {
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        beta,
+        c: CPtr(c.as_mut_ptr()),
+        rsc,
+        csc,
+    };
+    // SAFETY (for each arm): the operand slices are long enough (asserted above) and `c`
+    // points to a C of the asserted size, borrowed mutably for the whole call; C's elements
+    // are distinct whenever nthreads > 1. The SIMD kernels are only chosen for an `isa` the
+    // CPU supports (the caller's contract; `Isa::detected` checks the CPU).
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                gemm_blocked::<AVX512_MR, AVX512_NR>(&g, kernel_avx512, BLOCKING_12X32, nthreads)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => gemm_blocked::<AVX2_MR, AVX2_NR>(&g, kernel_avx2, BLOCKING_6X16, nthreads),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => gemm_blocked::<AVX2_MR, AVX2_NR>(&g, kernel_neon, BLOCKING_6X16, nthreads),
+            _ => gemm_blocked::<AVX2_MR, AVX2_NR>(
+                &g,
+                kernel_scalar::<AVX2_MR, AVX2_NR>,
+                BLOCKING_6X16,
+                nthreads,
+            ),
+        }
+    }
+}
 
-    with_scratch(&PACK_B, KC * n.min(NC).next_multiple_of(NR), |bpack| {
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
-            let npanels = nc.div_ceil(NR);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                // Pack the KC×NC block of B, one NR-column panel per chunk.
-                let bp = &mut bpack[..npanels * kc * NR];
-                let pack = |(q, dst): (usize, &mut [f32])| {
-                    pack_b_panel(dst, b, rsb, csb, pc, kc, jc + q * NR, nc - q * NR)
-                };
-                if nthreads > 1 {
-                    bp.par_chunks_mut(kc * NR).enumerate().for_each(pack);
-                } else {
-                    bp.chunks_mut(kc * NR).enumerate().for_each(pack);
-                }
-                let bp = &*bp;
-                // After the first k block, C already holds alpha·(partial sum): accumulate.
-                let beta = if pc == 0 { beta } else { 1.0 };
+/// One GEMM problem, validated by [`sgemm_with`]: C = alpha·A·B + beta·C with C reached
+/// through a raw pointer so that threads can write disjoint tiles of it.
+struct Gemm<'a> {
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &'a [f32],
+    rsa: usize,
+    csa: usize,
+    b: &'a [f32],
+    rsb: usize,
+    csb: usize,
+    beta: f32,
+    c: CPtr,
+    rsc: usize,
+    csc: usize,
+}
 
-                // Split m into row blocks of at most MC rows (a multiple of MR), as many as
-                // the threads need; if there are fewer blocks than threads, also split the
-                // B panels (the jr loop) between them.
-                let mut blocks = m.div_ceil(MC);
-                if nthreads > 1 {
-                    blocks = blocks.next_multiple_of(nthreads).min(m.div_ceil(MR));
-                }
-                let mc = m.div_ceil(blocks).next_multiple_of(MR);
-                let blocks = m.div_ceil(mc);
-                let jsplits = nthreads.div_ceil(blocks).min(npanels);
-                let per_split = npanels.div_ceil(jsplits);
-                let task = |t: usize| {
-                    let (ib, js) = (t / jsplits, t % jsplits);
-                    let i0 = ib * mc;
-                    let mcb = mc.min(m - i0);
-                    let q0 = js * per_split;
-                    let q1 = npanels.min(q0 + per_split);
-                    if q0 >= q1 {
-                        return;
+/// The blocked loop nest (see the top of this section) for MR×NR tiles.
+///
+/// # Safety
+/// `g.a` and `g.b` hold their matrices, `g.c` points to an m×n matrix with strides
+/// (rsc, csc) valid for reads and writes and not otherwise accessed during the call, whose
+/// elements are pairwise distinct if `nthreads > 1`; `kernel` is runnable on this CPU.
+unsafe fn gemm_blocked<const MR: usize, const NR: usize>(
+    g: &Gemm,
+    kernel: Microkernel,
+    blk: Blocking,
+    nthreads: usize,
+) {
+    let (m, k, n) = (g.m, g.k, g.n);
+    with_scratch(
+        &PACK_B,
+        blk.kc * n.min(blk.nc).next_multiple_of(NR),
+        |bpack| {
+            for jc in (0..n).step_by(blk.nc) {
+                let nc = blk.nc.min(n - jc);
+                let npanels = nc.div_ceil(NR);
+                for pc in (0..k).step_by(blk.kc) {
+                    let kc = blk.kc.min(k - pc);
+                    // Pack the kc×nc block of B, one NR-column panel per chunk.
+                    let bp = &mut bpack[..npanels * kc * NR];
+                    let pack = |(q, dst): (usize, &mut [f32])| {
+                        pack_b_panel::<NR>(dst, g.b, g.rsb, g.csb, pc, kc, jc + q * NR, nc - q * NR)
+                    };
+                    if nthreads > 1 {
+                        bp.par_chunks_mut(kc * NR).enumerate().for_each(pack);
+                    } else {
+                        bp.chunks_mut(kc * NR).enumerate().for_each(pack);
                     }
-                    with_scratch(&PACK_A, mcb.div_ceil(MR) * MR * kc, |apack| {
-                        pack_a(apack, a, rsa, csa, i0, mcb, pc, kc);
-                        for q in q0..q1 {
-                            let bpanel = &bp[q * kc * NR..][..kc * NR];
-                            let j = jc + q * NR;
-                            let nr = NR.min(n - j);
-                            for (r, apanel) in apack.chunks_exact(kc * MR).enumerate() {
-                                let i = i0 + r * MR;
-                                let mr = MR.min(m - i);
-                                // SAFETY: apanel/bpanel hold kc·MR / kc·NR floats; (i, j) is
-                                // inside C (i < m, j < n) and `c` spans all of C (asserted
-                                // above), so the tile pointer is in bounds; for a full tile
-                                // with unit column stride the whole MR×NR tile is in C. This
-                                // task is the only writer of rows i..i+mr, columns j..j+nr
-                                // (and C's strides are disjoint when threaded). The kernel is
-                                // `kernel_avx2`/`kernel_neon` only if `level` says the CPU
-                                // has the feature (a caller passing a level the CPU lacks is
-                                // internal to this file and tests only pass detected ones).
-                                unsafe {
-                                    let ct = cptr.get().add(i * rsc + j * csc);
-                                    if mr == MR && nr == NR && csc == 1 {
-                                        kernel(
-                                            kc,
-                                            apanel.as_ptr(),
-                                            bpanel.as_ptr(),
-                                            ct,
-                                            rsc,
-                                            alpha,
-                                            beta,
-                                        );
-                                    } else {
-                                        let mut tile = [0.0f32; MR * NR];
-                                        kernel(
-                                            kc,
-                                            apanel.as_ptr(),
-                                            bpanel.as_ptr(),
-                                            tile.as_mut_ptr(),
-                                            NR,
-                                            1.0,
-                                            0.0,
-                                        );
-                                        for ii in 0..mr {
-                                            for jj in 0..nr {
-                                                let dst = ct.add(ii * rsc + jj * csc);
-                                                let v = tile[ii * NR + jj];
-                                                *dst = if beta == 0.0 {
-                                                    alpha * v
-                                                } else {
-                                                    alpha * v + beta * *dst
-                                                };
-                                            }
-                                        }
-                                    }
-                                }
-                            }
+                    let bp = &*bp;
+                    // After the first k block, C already holds alpha·(partial sum): accumulate.
+                    let beta = if pc == 0 { g.beta } else { 1.0 };
+
+                    // Split m into row blocks of at most mc rows (a multiple of MR), as many as
+                    // the threads need; if there are fewer blocks than threads, also split the
+                    // B panels (the jr loop) between them.
+                    let mut blocks = m.div_ceil(blk.mc);
+                    if nthreads > 1 {
+                        blocks = blocks.next_multiple_of(nthreads).min(m.div_ceil(MR));
+                    }
+                    let mc = m.div_ceil(blocks).next_multiple_of(MR);
+                    let blocks = m.div_ceil(mc);
+                    let jsplits = nthreads.div_ceil(blocks).min(npanels);
+                    let per_split = npanels.div_ceil(jsplits);
+                    let task = |t: usize| {
+                        let (ib, js) = (t / jsplits, t % jsplits);
+                        let i0 = ib * mc;
+                        let mcb = mc.min(m - i0);
+                        let q0 = js * per_split;
+                        let q1 = npanels.min(q0 + per_split);
+                        if q0 >= q1 {
+                            return;
                         }
-                    });
-                };
-                let ntasks = blocks * jsplits;
-                if nthreads > 1 && ntasks > 1 {
-                    (0..ntasks).into_par_iter().for_each(task);
+                        with_scratch(&PACK_A, mcb.div_ceil(MR) * MR * kc, |apack| {
+                            pack_a::<MR>(apack, g.a, g.rsa, g.csa, i0, mcb, pc, kc);
+                            // SAFETY: this task is the only writer of rows i0..i0+mcb, columns
+                            // jc+q0·NR..jc+q1·NR of C; the rest is the caller's contract.
+                            unsafe {
+                                macro_kernel::<MR, NR>(
+                                    g,
+                                    kernel,
+                                    kc,
+                                    apack,
+                                    bp,
+                                    i0,
+                                    mcb,
+                                    jc,
+                                    q0..q1,
+                                    beta,
+                                )
+                            };
+                        });
+                    };
+                    let ntasks = blocks * jsplits;
+                    if nthreads > 1 && ntasks > 1 {
+                        (0..ntasks).into_par_iter().for_each(task);
+                    } else {
+                        (0..ntasks).for_each(task);
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// The two inner loops: for each B micro-panel `q` in `panels` (columns `jc + q·NR ..`), for
+/// each A micro-panel of the packed block (rows `i0 ..i0+mcb`), one microkernel call. Full
+/// tiles of a unit-column-stride C are written in place; ragged edge tiles (and other C
+/// layouts) go through a local MR×NR tile and are written back element by element.
+///
+/// # Safety
+/// As [`gemm_blocked`]; the caller is the only one accessing the C tiles touched here.
+#[allow(clippy::too_many_arguments)]
+unsafe fn macro_kernel<const MR: usize, const NR: usize>(
+    g: &Gemm,
+    kernel: Microkernel,
+    kc: usize,
+    apack: &[f32],
+    bpack: &[f32],
+    i0: usize,
+    mcb: usize,
+    jc: usize,
+    panels: std::ops::Range<usize>,
+    beta: f32,
+) {
+    let (rsc, csc, alpha) = (g.rsc, g.csc, g.alpha);
+    for q in panels {
+        let bpanel = &bpack[q * kc * NR..][..kc * NR];
+        let j = jc + q * NR;
+        let nr = NR.min(g.n - j);
+        for (r, apanel) in apack
+            .chunks_exact(kc * MR)
+            .take(mcb.div_ceil(MR))
+            .enumerate()
+        {
+            let i = i0 + r * MR;
+            let mr = MR.min(g.m - i);
+            // SAFETY: apanel/bpanel hold kc·MR / kc·NR floats. (i, j) is inside C (i < m,
+            // j < n), so the tile pointer is in bounds, and so is every element written: the
+            // whole MR×NR tile for a full tile, else only the mr×nr valid part. The kernel is
+            // runnable on this CPU and we have exclusive access to these tiles (caller).
+            unsafe {
+                let ct = g.c.get().add(i * rsc + j * csc);
+                if mr == MR && nr == NR && csc == 1 {
+                    kernel(kc, apanel.as_ptr(), bpanel.as_ptr(), ct, rsc, alpha, beta);
                 } else {
-                    (0..ntasks).for_each(task);
+                    let mut tile = [[0.0f32; NR]; MR];
+                    kernel(
+                        kc,
+                        apanel.as_ptr(),
+                        bpanel.as_ptr(),
+                        tile.as_mut_ptr().cast(),
+                        NR,
+                        1.0,
+                        0.0,
+                    );
+                    for (ii, row) in tile.iter().enumerate().take(mr) {
+                        for (jj, &v) in row.iter().enumerate().take(nr) {
+                            let dst = ct.add(ii * rsc + jj * csc);
+                            *dst = if beta == 0.0 {
+                                alpha * v
+                            } else {
+                                alpha * v + beta * *dst
+                            };
+                        }
+                    }
                 }
             }
         }
-    });
+    }
 }
 
 /// `x[off..]`, or empty when `off` is past the end (an empty matrix needs no elements).
@@ -721,7 +945,7 @@ pub fn sgemm_batched(
     if batch == 0 {
         return;
     }
-    let level = simd_level();
+    let isa = Isa::detected();
     let c_span = span(m, n, rsc, csc);
     let small = 2 * m * k * n < PAR_MIN_FLOPS;
     if batch > 1
@@ -739,7 +963,7 @@ pub fn sgemm_batched(
             .enumerate()
             .for_each(|(t, ct)| {
                 sgemm_with(
-                    level,
+                    isa,
                     false,
                     m,
                     k,
@@ -760,7 +984,7 @@ pub fn sgemm_batched(
     } else {
         for t in 0..batch {
             sgemm_with(
-                level,
+                isa,
                 true,
                 m,
                 k,
@@ -801,11 +1025,19 @@ mod tests {
             .collect()
     }
 
-    /// The SIMD levels to test on this machine: always scalar, plus the detected one.
-    fn levels() -> Vec<SimdLevel> {
-        let mut v = vec![SimdLevel::Scalar];
-        if simd_level() != SimdLevel::Scalar {
-            v.push(simd_level());
+    /// The kernel families to test on this machine: always scalar, plus every SIMD family
+    /// the CPU runs (AVX2 and AVX-512 on a CPU with both; NEON on aarch64).
+    fn levels() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar];
+        match simd_level() {
+            SimdLevel::Avx2Fma => {
+                v.push(Isa::Avx2);
+                if has_avx512() {
+                    v.push(Isa::Avx512);
+                }
+            }
+            SimdLevel::Neon => v.push(Isa::Neon),
+            SimdLevel::Scalar => {}
         }
         v
     }
@@ -852,13 +1084,7 @@ mod tests {
     /// ignored), and checks every element of C against the reference within
     /// 1e-5·(|alpha|·Σ|a||b| + |beta·c|), and every element outside C is untouched.
     /// Returns the result buffer (for bitwise comparisons).
-    fn check(
-        case: &Case,
-        level: SimdLevel,
-        threads: bool,
-        c_fill: Option<f32>,
-        seed: u64,
-    ) -> Vec<f32> {
+    fn check(case: &Case, level: Isa, threads: bool, c_fill: Option<f32>, seed: u64) -> Vec<f32> {
         let Case {
             m,
             k,
@@ -931,7 +1157,7 @@ mod tests {
                 let tol = 1e-5 * bound[idx] + 1e-30;
                 assert!(
                     (got - exp).abs() <= tol,
-                    "{case:?} {level}: C[{i},{j}] = {got}, want {exp} (tol {tol})"
+                    "{case:?} {level:?}: C[{i},{j}] = {got}, want {exp} (tol {tol})"
                 );
             }
         }
@@ -1355,7 +1581,7 @@ mod tests {
             let (rsc, csc) = if tc { (1, m + pad_c) } else { (n + pad_c, 1) };
             let beta = [0.0, 1.0, -0.7][beta_kind];
             let case = Case { m, k, n, alpha, beta, rsa, csa, rsb, csb, rsc, csc };
-            let level = if scalar { SimdLevel::Scalar } else { simd_level() };
+            let level = if scalar { Isa::Scalar } else { Isa::detected() };
             check(&case, level, true, if beta == 0.0 { Some(f32::NAN) } else { None }, seed);
         }
     }

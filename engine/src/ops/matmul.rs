@@ -4,7 +4,7 @@ use crate::error::shape_err;
 use crate::ops::layout::{broadcast_index_map, reshape, sum_to_shape};
 use crate::shape::broadcast_shape;
 use crate::{Result, Storage, Tensor};
-use kernels::cpu::matmul::{gemm_ref, sgemm};
+use kernels::cpu::matmul::{gemm_ref, sgemm, sgemm_batched};
 
 /// `a · b` with PyTorch's `matmul` batching: `a` is `[..., m, k]`, `b` is `[..., k, n]`, the
 /// leading dims broadcast, the result is `[..., m, n]`. Both need rank ≥ 2.
@@ -77,23 +77,58 @@ pub fn matmul_ex(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result
     let out = match (a.storage(), b.storage()) {
         (Storage::F32(av), Storage::F32(bv)) => {
             let mut c = vec![0.0f32; nb * m * n];
-            for i in 0..nb {
-                sgemm(
+            // A batch stride of one matrix, or 0 when every batch reads the same matrix;
+            // None when the broadcast is partial and needs the per-batch index.
+            let uniform = |idx: &[usize], size: usize| -> Option<usize> {
+                if idx.iter().all(|&i| i == 0) {
+                    Some(0)
+                } else if idx.iter().enumerate().all(|(i, &j)| i == j) {
+                    Some(size)
+                } else {
+                    None
+                }
+            };
+            match (uniform(&a_idx, m * k), uniform(&b_idx, k * n)) {
+                (Some(sa), Some(sb)) => sgemm_batched(
+                    nb,
                     m,
                     k,
                     n,
                     1.0,
-                    &av[a_idx[i] * m * k..],
+                    av,
+                    sa,
                     rsa,
                     csa,
-                    &bv[b_idx[i] * k * n..],
+                    bv,
+                    sb,
                     rsb,
                     csb,
                     0.0,
-                    &mut c[i * m * n..],
+                    &mut c,
+                    m * n,
                     n,
                     1,
-                );
+                ),
+                _ => {
+                    for i in 0..nb {
+                        sgemm(
+                            m,
+                            k,
+                            n,
+                            1.0,
+                            &av[a_idx[i] * m * k..],
+                            rsa,
+                            csa,
+                            &bv[b_idx[i] * k * n..],
+                            rsb,
+                            csb,
+                            0.0,
+                            &mut c[i * m * n..],
+                            n,
+                            1,
+                        );
+                    }
+                }
             }
             Storage::F32(c)
         }

@@ -121,7 +121,8 @@ proptest! {
 
 /// The pieces of GPT-2's regex, straight from fancy-regex (the reference split).
 fn tok_pieces(text: &str) -> Vec<String> {
-    let re = fancy_regex::Regex::new(model::tokenizer::GPT2_PATTERN).unwrap();
+    static RE: OnceLock<fancy_regex::Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| fancy_regex::Regex::new(model::tokenizer::GPT2_PATTERN).unwrap());
     re.find_iter(text)
         .map(|m| m.unwrap().as_str().to_string())
         .collect()

@@ -167,6 +167,15 @@ fn special_tokens_encode_to_single_ids() {
     assert_eq!(ids.last(), Some(&id(END_OF_TEXT)));
     assert_eq!(ids.iter().filter(|&&i| i == id(END_OF_TURN)).count(), 2);
     assert_eq!(tok.decode(&ids).unwrap(), text);
+    // The corpus has <|endoftext|> after every document, but training cuts it out first:
+    // no learned token contains its pieces.
+    for id in 256..tok.vocab_size() - DEFAULT_SPECIAL_TOKENS.len() {
+        let token = tok.id_to_token(id as u32).unwrap();
+        assert!(
+            !token.contains("endoftext") && !token.contains("|>"),
+            "{token}"
+        );
+    }
     // Specials sit after the merges, at the top of the vocabulary.
     assert_eq!(
         id(END_OF_TEXT) as usize,

@@ -144,6 +144,8 @@ fn training_is_deterministic() {
             std::fs::read(db.join(file)).unwrap()
         );
     }
+    std::fs::remove_dir_all(da).unwrap();
+    std::fs::remove_dir_all(db).unwrap();
 }
 
 #[test]
@@ -245,6 +247,7 @@ fn save_load_round_trip() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         assert!(!name.starts_with('.'), "leftover {name}");
     }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Saves the trained tokenizer, lets `corrupt` damage a file, and returns the load error.
@@ -253,6 +256,7 @@ fn load_error(name: &str, corrupt: impl FnOnce(&Path)) -> String {
     trained().save(&dir).unwrap();
     corrupt(&dir);
     let err = Tokenizer::load(&dir).expect_err("load should fail");
+    std::fs::remove_dir_all(&dir).unwrap();
     err.to_string()
 }
 

@@ -69,6 +69,7 @@ fn training_reproduces_the_committed_ferrochat_vocab() {
         let committed = std::fs::read_to_string(fixtures().join("ferrochat").join(file)).unwrap();
         assert!(ours == committed, "{file} differs from the fixture");
     }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! `added_tokens.json`, `special_tokens_map.json` and `tokenizer_config.json` name the
 //! special tokens so that `AutoTokenizer.from_pretrained(dir)` keeps each one whole.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -183,8 +183,9 @@ fn tokens_by_id(
         .into_iter()
         .map(|s| s.expect("ids 0..n all seen"))
         .collect();
+    let present: HashSet<&str> = tokens.iter().map(String::as_str).collect();
     for c in byte_to_char() {
-        if !tokens.iter().any(|t| t.chars().eq(std::iter::once(c))) {
+        if !present.contains(c.to_string().as_str()) {
             let reason = format!("no token for the byte shown as {c:?}");
             return Err(malformed(path, "vocabulary".into(), reason));
         }

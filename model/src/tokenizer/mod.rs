@@ -1,8 +1,10 @@
 //! GPT-2's byte-level BPE tokenizer, compatible with Hugging Face's `GPT2TokenizerFast`.
 //!
-//! Text is cut around special tokens, then into pieces by GPT-2's regex; each piece's
-//! UTF-8 bytes start as one token per byte and are merged pairwise by the learned merge
-//! ranks. Every byte string has an encoding, so `decode_bytes(encode(s)) == s.as_bytes()`.
+//! Text is cut around special tokens, then into pieces by GPT-2's regex ([`GPT2_PATTERN`]);
+//! each piece's UTF-8 bytes start as one token per byte and are merged pairwise by the
+//! learned merge ranks. Every string has an encoding, so `decode_bytes(encode(s)) ==
+//! s.as_bytes()`. Training follows Hugging Face's `BpeTrainer` merge for merge, and the
+//! files are GPT-2's `vocab.json` + `merges.txt`, so vocabularies move both ways.
 //!
 //! ```
 //! use model::tokenizer::{Tokenizer, END_OF_TEXT};
@@ -333,6 +335,12 @@ impl Tokenizer {
         })
     }
 }
+
+// Encoding from several threads at once is supported (the cache sits behind a mutex).
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+};
 
 impl Clone for Tokenizer {
     fn clone(&self) -> Self {

@@ -82,5 +82,14 @@ pub fn cross_entropy_bwd(
     ignore_index: i64,
     dlogits: &mut [f32],
 ) {
-    cross_entropy_bwd_ref(logits, targets, lse, dlosses, rows, vocab, ignore_index, dlogits)
+    cross_entropy_bwd_ref(
+        logits,
+        targets,
+        lse,
+        dlosses,
+        rows,
+        vocab,
+        ignore_index,
+        dlogits,
+    )
 }

@@ -9,7 +9,11 @@ const COEF: f64 = 0.044715;
 
 /// Reference forward.
 pub fn gelu_fwd_ref<F: Float>(x: &[F], y: &mut [F]) {
-    let (s, c, half) = (F::from_f64(SQRT_2_OVER_PI), F::from_f64(COEF), F::from_f64(0.5));
+    let (s, c, half) = (
+        F::from_f64(SQRT_2_OVER_PI),
+        F::from_f64(COEF),
+        F::from_f64(0.5),
+    );
     for (o, &v) in y.iter_mut().zip(x) {
         *o = half * v * (F::one() + (s * (v + c * v * v * v)).tanh());
     }
@@ -17,7 +21,11 @@ pub fn gelu_fwd_ref<F: Float>(x: &[F], y: &mut [F]) {
 
 /// Reference backward: `dx = dy · gelu'(x)`.
 pub fn gelu_bwd_ref<F: Float>(x: &[F], dy: &[F], dx: &mut [F]) {
-    let (s, c, half) = (F::from_f64(SQRT_2_OVER_PI), F::from_f64(COEF), F::from_f64(0.5));
+    let (s, c, half) = (
+        F::from_f64(SQRT_2_OVER_PI),
+        F::from_f64(COEF),
+        F::from_f64(0.5),
+    );
     let three = F::from_f64(3.0);
     for ((o, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
         let th = (s * (v + c * v * v * v)).tanh();

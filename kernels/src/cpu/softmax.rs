@@ -26,7 +26,11 @@ pub fn softmax_fwd_ref<F: Float>(x: &[F], rows: usize, cols: usize, y: &mut [F])
 pub fn softmax_bwd_ref<F: Float>(y: &[F], dy: &[F], rows: usize, cols: usize, dx: &mut [F]) {
     for r in 0..rows {
         let s = r * cols..(r + 1) * cols;
-        let dot: F = y[s.clone()].iter().zip(&dy[s.clone()]).map(|(&a, &b)| a * b).sum();
+        let dot: F = y[s.clone()]
+            .iter()
+            .zip(&dy[s.clone()])
+            .map(|(&a, &b)| a * b)
+            .sum();
         for c in s {
             dx[c] = y[c] * (dy[c] - dot);
         }

@@ -406,11 +406,28 @@ mod arm {
     }
 }
 
+/// Which part of a GEMM a causal (diagonal) tile lets us skip. Rows of A and columns of B
+/// are tile-local query/key indices with the same origin, and the skipped products are those
+/// whose probability (or dS) is exactly 0 because the key is after the query.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// Dense: compute everything.
+    None,
+    /// C = Q·(K-like)ᵀ (rows = queries, columns = keys): row block [i, i+R) only needs columns
+    /// < i+R (rounded up to 2W; the softmax overwrites the rest with −∞).
+    ColsAfterRows,
+    /// C = P·V-like (rows = queries, depth = keys): row block [i, i+R) only needs depth < i+R.
+    DepthAfterRows,
+    /// C = Pᵀ·dO-like (rows = keys, depth = queries): row block [i, i+R) only needs depth ≥ i.
+    DepthBeforeRows,
+}
+
 /// C[m×n] = (or +=, if `accumulate`) A[m×k]·B[k×n]. A's element (i, p) is at
 /// `a[i·rs_a + p·cs_a]` (so Aᵀ is read by swapping the strides); B and C are row-major with
-/// leading dimensions `ldb`, `ldc`. Register block: MR rows × 2W columns, k streamed.
+/// leading dimensions `ldb`, `ldc`. Register blocks of 6 rows × 2W columns (12 accumulators,
+/// enough independent FMAs to hide their latency), then 4 or 2 rows for the remainder.
 ///
-/// Panics unless `m % MR == 0`, `n % 2W == 0` and every access is in bounds.
+/// Panics unless `m` is even, `n % 2W == 0` and every access is in bounds.
 ///
 /// # Safety
 /// The CPU must support `S`'s instruction set.
@@ -426,43 +443,89 @@ unsafe fn gemm<S: Simd>(
     ldc: usize,
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
+    skip: Skip,
 ) {
     let w = S::W;
     if m == 0 || n == 0 {
         return;
     }
-    assert!(m.is_multiple_of(MR) && n.is_multiple_of(2 * w));
+    assert!(m.is_multiple_of(2) && n.is_multiple_of(2 * w));
     assert!((m - 1) * ldc + n <= c.len());
     if k > 0 {
         assert!((m - 1) * rs_a + (k - 1) * cs_a < a.len());
         assert!((k - 1) * ldb + n <= b.len());
     }
+    let mut i = 0;
+    while i < m {
+        let rows = if m - i >= 6 { 6 } else { m - i }; // 6, 4 or 2
+        let (mut n_i, mut k_lo, mut k_hi) = (n, 0, k);
+        match skip {
+            Skip::None => {}
+            Skip::ColsAfterRows => n_i = n.min(round_up(i + rows, 2 * w)),
+            Skip::DepthAfterRows => k_hi = k.min(i + rows),
+            Skip::DepthBeforeRows => k_lo = k.min(i),
+        }
+        // SAFETY: i + rows ≤ m, n_i ≤ n, k_lo ≤ k_hi ≤ k, so the asserts above bound every
+        // access; the CPU supports `S` by this function's contract.
+        unsafe {
+            let args = (a, rs_a, cs_a, b, ldb, &mut *c, ldc);
+            match rows {
+                6 => micro::<S, 6>(args, i, n_i, k_lo, k_hi, accumulate),
+                4 => micro::<S, 4>(args, i, n_i, k_lo, k_hi, accumulate),
+                _ => micro::<S, 2>(args, i, n_i, k_lo, k_hi, accumulate),
+            }
+        }
+        i += rows;
+    }
+}
+
+type GemmArgs<'a, 'b> = (
+    &'a [f32],
+    usize,
+    usize,
+    &'a [f32],
+    usize,
+    &'b mut [f32],
+    usize,
+);
+
+/// Rows `i..i+R`, columns `0..n` of [`gemm`], depth `k_lo..k_hi`, in R×2W register blocks.
+///
+/// # Safety
+/// The CPU must support `S`; all accesses must be in bounds (checked by [`gemm`]).
+#[inline(always)]
+unsafe fn micro<S: Simd, const R: usize>(
+    (a, rs_a, cs_a, b, ldb, c, ldc): GemmArgs,
+    i: usize,
+    n: usize,
+    k_lo: usize,
+    k_hi: usize,
+    accumulate: bool,
+) {
+    let w = S::W;
     let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
-    for i in (0..m).step_by(MR) {
-        for j in (0..n).step_by(2 * w) {
-            // SAFETY: the asserts above bound every offset used here (i + r < m, j + 2w ≤ n,
-            // p < k); the CPU supports `S` by this function's contract.
-            unsafe {
-                let mut acc = [[S::zero(); 2]; MR];
-                if accumulate {
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        row[0] = S::load(cp.add((i + r) * ldc + j));
-                        row[1] = S::load(cp.add((i + r) * ldc + j + w));
-                    }
+    for j in (0..n).step_by(2 * w) {
+        // SAFETY: in bounds by the caller's contract; the CPU supports `S`.
+        unsafe {
+            let mut acc = [[S::zero(); 2]; R];
+            if accumulate {
+                for (r, row) in acc.iter_mut().enumerate() {
+                    row[0] = S::load(cp.add((i + r) * ldc + j));
+                    row[1] = S::load(cp.add((i + r) * ldc + j + w));
                 }
-                for p in 0..k {
-                    let b0 = S::load(bp.add(p * ldb + j));
-                    let b1 = S::load(bp.add(p * ldb + j + w));
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let av = S::splat(*ap.add((i + r) * rs_a + p * cs_a));
-                        row[0] = S::fma(av, b0, row[0]);
-                        row[1] = S::fma(av, b1, row[1]);
-                    }
+            }
+            for p in k_lo..k_hi {
+                let b0 = S::load(bp.add(p * ldb + j));
+                let b1 = S::load(bp.add(p * ldb + j + w));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = S::splat(*ap.add((i + r) * rs_a + p * cs_a));
+                    row[0] = S::fma(av, b0, row[0]);
+                    row[1] = S::fma(av, b1, row[1]);
                 }
-                for (r, row) in acc.iter().enumerate() {
-                    S::store(cp.add((i + r) * ldc + j), row[0]);
-                    S::store(cp.add((i + r) * ldc + j + w), row[1]);
-                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                S::store(cp.add((i + r) * ldc + j), row[0]);
+                S::store(cp.add((i + r) * ldc + j + w), row[1]);
             }
         }
     }
@@ -630,100 +693,81 @@ pub fn causal_attention_fwd_with(
         return;
     }
     let level = usable(level);
+    let (dp, tp) = (round_up(d, PAD), round_up(t, BR));
     out[..n]
         .par_chunks_mut(t * d)
         .zip(lse[..bh * t].par_chunks_mut(t))
         .enumerate()
         .for_each(|(h, (out_h, lse_h))| {
-            let base = h * t * d;
-            let (qh, kh, vh) = (
-                &q[base..base + t * d],
-                &k[base..base + t * d],
-                &v[base..base + t * d],
-            );
+            let r = h * t * d..(h + 1) * t * d;
+            // Pack K (transposed, per key block) and V (padded) once per head; every query
+            // block of the head reads them.
+            let mut kt = vec![0.0f32; tp * d];
+            for (kb, ktb) in kt.chunks_exact_mut(d * BC).enumerate() {
+                pack_transposed(&k[r.clone()], d, kb * BC, BC.min(t - kb * BC), ktb);
+            }
+            let mut vp = vec![0.0f32; tp * dp];
+            pack_rows(&v[r.clone()], d, dp, 0, t, 1.0, &mut vp);
+            let head = FwdHead {
+                q: &q[r],
+                kt: &kt,
+                vp: &vp,
+                t,
+                d,
+            };
             out_h
                 .par_chunks_mut(BR * d)
                 .zip(lse_h.par_chunks_mut(BR))
                 .enumerate()
-                .for_each(|(qb, (o, l))| fwd_block_dispatch(level, qh, kh, vh, t, d, qb, o, l));
+                .for_each(|(qb, (o, l))| fwd_block_dispatch(level, &head, qb, o, l));
         });
 }
 
-#[allow(clippy::too_many_arguments)]
-fn fwd_block_dispatch(
-    level: SimdLevel,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+/// One head's forward operands: `q` is `[t, d]`; `kt` is K packed per key block, transposed
+/// (`[t/BC][d][BC]`, zero-padded); `vp` is V padded to `[t/BC·BC][dp]`.
+struct FwdHead<'a> {
+    q: &'a [f32],
+    kt: &'a [f32],
+    vp: &'a [f32],
     t: usize,
     d: usize,
-    qb: usize,
-    out: &mut [f32],
-    lse: &mut [f32],
-) {
+}
+
+fn fwd_block_dispatch(level: SimdLevel, h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut [f32]) {
     match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `usable` returned Avx2Fma only after detecting AVX2 and FMA.
-        SimdLevel::Avx2Fma => unsafe { fwd_block_avx2(q, k, v, t, d, qb, out, lse) },
+        SimdLevel::Avx2Fma => unsafe { fwd_block_avx2(h, qb, out, lse) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `usable` returned Neon only after detecting NEON.
-        SimdLevel::Neon => unsafe { fwd_block_neon(q, k, v, t, d, qb, out, lse) },
+        SimdLevel::Neon => unsafe { fwd_block_neon(h, qb, out, lse) },
         // SAFETY: the scalar path needs no CPU feature.
-        _ => unsafe { fwd_block::<Scalar>(q, k, v, t, d, qb, out, lse) },
+        _ => unsafe { fwd_block::<Scalar>(h, qb, out, lse) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn fwd_block_avx2(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    t: usize,
-    d: usize,
-    qb: usize,
-    out: &mut [f32],
-    lse: &mut [f32],
-) {
+unsafe fn fwd_block_avx2(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut [f32]) {
     // SAFETY: this function is only called with AVX2+FMA available.
-    unsafe { fwd_block::<x86::Avx2>(q, k, v, t, d, qb, out, lse) }
+    unsafe { fwd_block::<x86::Avx2>(h, qb, out, lse) }
 }
 
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn fwd_block_neon(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    t: usize,
-    d: usize,
-    qb: usize,
-    out: &mut [f32],
-    lse: &mut [f32],
-) {
+unsafe fn fwd_block_neon(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut [f32]) {
     // SAFETY: this function is only called with NEON available.
-    unsafe { fwd_block::<arm::Neon>(q, k, v, t, d, qb, out, lse) }
+    unsafe { fwd_block::<arm::Neon>(h, qb, out, lse) }
 }
 
-/// One forward task: query rows `qb·BR ..` of one head (`q, k, v` are that head's `[t, d]`),
-/// writing `out` (`[rows, d]`) and `lse` (`[rows]`).
+/// One forward task: query rows `qb·BR ..` of one head, writing `out` (`[rows, d]`) and
+/// `lse` (`[rows]`).
 ///
 /// # Safety
 /// The CPU must support `S`'s instruction set.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn fwd_block<S: Simd>(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    t: usize,
-    d: usize,
-    qb: usize,
-    out: &mut [f32],
-    lse: &mut [f32],
-) {
+unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut [f32]) {
+    let (t, d) = (h.t, h.d);
     let dp = round_up(d, PAD);
     let i0 = qb * BR;
     let rows = lse.len(); // ≤ BR; the last block may be short.
@@ -731,13 +775,11 @@ unsafe fn fwd_block<S: Simd>(
     let scale = 1.0 / (d as f32).sqrt();
 
     let mut qs = vec![0.0f32; BR * d]; // scaled queries [BR][d]
-    let mut kt = vec![0.0f32; d * BC]; // keys, transposed [d][BC]
-    let mut vp = vec![0.0f32; BC * dp]; // values [BC][dp]
     let mut s = vec![0.0f32; BR * BC]; // scores, then probabilities [BR][BC]
     let mut o = vec![0.0f32; BR * dp]; // output accumulator [BR][dp]
     let mut m = [f32::NEG_INFINITY; BR];
     let mut l = [0.0f32; BR];
-    pack_rows(q, d, d, i0, rows, scale, &mut qs);
+    pack_rows(h.q, d, d, i0, rows, scale, &mut qs);
 
     for kb in 0..=qb {
         let j0 = kb * BC;
@@ -745,11 +787,16 @@ unsafe fn fwd_block<S: Simd>(
         // Keys this tile needs: j < min(j0 + nk, i0 + rows) (later ones are masked for all rows).
         let nvis = (j0 + nk).min(i0 + rows) - j0;
         let n = round_up(nvis, 2 * S::W).min(BC);
-        pack_transposed(k, d, j0, nk, &mut kt);
-        pack_rows(v, d, dp, j0, nk, 1.0, &mut vp[..n * dp]);
+        let kt = &h.kt[kb * d * BC..(kb + 1) * d * BC];
+        let vp = &h.vp[j0 * dp..(j0 + BC) * dp];
         // SAFETY (whole block): the CPU supports `S` by this function's contract.
         unsafe {
-            gemm::<S>(&qs, d, 1, &kt, BC, &mut s, BC, (mr, n, d), false);
+            let diag = if kb == qb {
+                Skip::ColsAfterRows
+            } else {
+                Skip::None
+            };
+            gemm::<S>(&qs, d, 1, kt, BC, &mut s, BC, (mr, n, d), false, diag);
         }
         for r in 0..mr {
             let srow = &mut s[r * BC..r * BC + n];
@@ -770,7 +817,12 @@ unsafe fn fwd_block<S: Simd>(
         }
         // SAFETY: as above.
         unsafe {
-            gemm::<S>(&s, BC, 1, &vp, dp, &mut o, dp, (mr, dp, n), kb > 0);
+            let diag = if kb == qb {
+                Skip::DepthAfterRows
+            } else {
+                Skip::None
+            };
+            gemm::<S>(&s, BC, 1, vp, dp, &mut o, dp, (mr, dp, n), kb > 0, diag);
         }
     }
     for r in 0..rows {
@@ -955,11 +1007,24 @@ unsafe fn bwd_head<S: Simd>(h: &BwdHead, dq: &mut [f32], dk: &mut [f32], dv: &mu
             let i0 = qb * BR;
             let (qs_i, do_i) = (&qs[i0 * dp..(i0 + BR) * dp], &dop[i0 * dp..(i0 + BR) * dp]);
             let first = qb == kb;
+            // On the diagonal tile, skip the products that the mask makes exactly zero.
+            let sk = |x: Skip| if first { x } else { Skip::None };
             // SAFETY (whole block): the CPU supports `S` by this function's contract; all tile
             // lengths are multiples of 2W.
             unsafe {
                 // S = (s·Q_i)·K_jᵀ, then P = exp(S − lse_i), masked above the diagonal.
-                gemm::<S>(qs_i, dp, 1, &kt, BC, &mut p, BC, (BR, BC, d), false);
+                gemm::<S>(
+                    qs_i,
+                    dp,
+                    1,
+                    &kt,
+                    BC,
+                    &mut p,
+                    BC,
+                    (BR, BC, d),
+                    false,
+                    sk(Skip::ColsAfterRows),
+                );
                 for r in 0..BR {
                     let row = &mut p[r * BC..(r + 1) * BC];
                     if first {
@@ -968,9 +1033,31 @@ unsafe fn bwd_head<S: Simd>(h: &BwdHead, dq: &mut [f32], dk: &mut [f32], dv: &mu
                     exp_sub_sum::<S>(row, lse[i0 + r]);
                 }
                 // dV_j += Pᵀ·dO_i.
-                gemm::<S>(&p, 1, BC, do_i, dp, &mut dv_acc, dp, (BC, dp, BR), !first);
+                gemm::<S>(
+                    &p,
+                    1,
+                    BC,
+                    do_i,
+                    dp,
+                    &mut dv_acc,
+                    dp,
+                    (BC, dp, BR),
+                    !first,
+                    sk(Skip::DepthBeforeRows),
+                );
                 // dP = dO_i·V_jᵀ; dS = P∘(dP − D).
-                gemm::<S>(do_i, dp, 1, &vt, BC, &mut ds, BC, (BR, BC, d), false);
+                gemm::<S>(
+                    do_i,
+                    dp,
+                    1,
+                    &vt,
+                    BC,
+                    &mut ds,
+                    BC,
+                    (BR, BC, d),
+                    false,
+                    sk(Skip::ColsAfterRows),
+                );
                 for r in 0..BR {
                     ds_row::<S>(
                         &p[r * BC..(r + 1) * BC],
@@ -989,8 +1076,20 @@ unsafe fn bwd_head<S: Simd>(h: &BwdHead, dq: &mut [f32], dk: &mut [f32], dv: &mu
                     dp,
                     (BR, dp, BC),
                     true,
+                    sk(Skip::DepthAfterRows),
                 );
-                gemm::<S>(&ds, 1, BC, qs_i, dp, &mut dk_acc, dp, (BC, dp, BR), !first);
+                gemm::<S>(
+                    &ds,
+                    1,
+                    BC,
+                    qs_i,
+                    dp,
+                    &mut dk_acc,
+                    dp,
+                    (BC, dp, BR),
+                    !first,
+                    sk(Skip::DepthBeforeRows),
+                );
             }
         }
         for jj in 0..nk {

@@ -548,22 +548,36 @@ unsafe fn row_max<S: Simd>(x: &[f32]) -> f32 {
     }
 }
 
-/// x ← exp(x − m) in place; returns Σ x (after). Length a multiple of W.
+/// x ← exp(x − m) in place. Length a multiple of W.
 ///
 /// # Safety
 /// The CPU must support `S`'s instruction set.
 #[inline(always)]
-unsafe fn exp_sub_sum<S: Simd>(x: &mut [f32], m: f32) -> f32 {
+unsafe fn exp_sub<S: Simd>(x: &mut [f32], m: f32) {
     assert!(x.len().is_multiple_of(S::W));
     // SAFETY: every access is x[c..c + W] with c + W ≤ x.len().
     unsafe {
         let mv = S::splat(m);
-        let mut s = S::zero();
         for c in (0..x.len()).step_by(S::W) {
             let p = x.as_mut_ptr().add(c);
-            let e = S::exp(S::sub(S::load(p), mv));
-            S::store(p, e);
-            s = S::add(s, e);
+            S::store(p, S::exp(S::sub(S::load(p), mv)));
+        }
+    }
+}
+
+/// Σ x. Length a multiple of W. A separate pass from [`exp_sub`]: fused, the exp polynomial's
+/// constants crowd the running sum out of registers and it round-trips through the stack.
+///
+/// # Safety
+/// The CPU must support `S`'s instruction set.
+#[inline(always)]
+unsafe fn row_sum<S: Simd>(x: &[f32]) -> f32 {
+    assert!(x.len().is_multiple_of(S::W));
+    // SAFETY: every load reads x[c..c + W] with c + W ≤ x.len().
+    unsafe {
+        let mut s = S::zero();
+        for c in (0..x.len()).step_by(S::W) {
+            s = S::add(s, S::load(x.as_ptr().add(c)));
         }
         S::hsum(s)
     }
@@ -648,6 +662,24 @@ fn usable(level: SimdLevel) -> SimdLevel {
     }
 }
 
+thread_local! {
+    /// Per-thread scratch for the per-head packed operands, reused across calls: fresh
+    /// multi-hundred-KB allocations each call cost page faults (measurable system time).
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on a zeroed scratch buffer of `len` f32 taken from this thread's cache. Re-entrant
+/// (rayon may run another head on this thread while `f` waits): a nested call finds the cache
+/// empty and allocates its own buffer.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    buf.clear();
+    buf.resize(len, 0.0);
+    let r = f(&mut buf);
+    SCRATCH.set(buf);
+    r
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fast forward: flash-style. One task = (head, block of BR query rows). Key blocks are visited
 // up to the diagonal only; each BR×BC score tile is turned into probabilities with an online
@@ -702,24 +734,25 @@ pub fn causal_attention_fwd_with(
             let r = h * t * d..(h + 1) * t * d;
             // Pack K (transposed, per key block) and V (padded) once per head; every query
             // block of the head reads them.
-            let mut kt = vec![0.0f32; tp * d];
-            for (kb, ktb) in kt.chunks_exact_mut(d * BC).enumerate() {
-                pack_transposed(&k[r.clone()], d, kb * BC, BC.min(t - kb * BC), ktb);
-            }
-            let mut vp = vec![0.0f32; tp * dp];
-            pack_rows(&v[r.clone()], d, dp, 0, t, 1.0, &mut vp);
-            let head = FwdHead {
-                q: &q[r],
-                kt: &kt,
-                vp: &vp,
-                t,
-                d,
-            };
-            out_h
-                .par_chunks_mut(BR * d)
-                .zip(lse_h.par_chunks_mut(BR))
-                .enumerate()
-                .for_each(|(qb, (o, l))| fwd_block_dispatch(level, &head, qb, o, l));
+            with_scratch(tp * (d + dp), |buf| {
+                let (kt, vp) = buf.split_at_mut(tp * d);
+                for (kb, ktb) in kt.chunks_exact_mut(d * BC).enumerate() {
+                    pack_transposed(&k[r.clone()], d, kb * BC, BC.min(t - kb * BC), ktb);
+                }
+                pack_rows(&v[r.clone()], d, dp, 0, t, 1.0, vp);
+                let head = FwdHead {
+                    q: &q[r],
+                    kt,
+                    vp,
+                    t,
+                    d,
+                };
+                out_h
+                    .par_chunks_mut(BR * d)
+                    .zip(lse_h.par_chunks_mut(BR))
+                    .enumerate()
+                    .for_each(|(qb, (o, l))| fwd_block_dispatch(level, &head, qb, o, l));
+            })
         });
 }
 
@@ -807,7 +840,8 @@ unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut 
             unsafe {
                 let m_new = m[r].max(row_max::<S>(srow));
                 let alpha = (m[r] - m_new).exp(); // 0 on the first block (m = −∞).
-                let sum = exp_sub_sum::<S>(srow, m_new);
+                exp_sub::<S>(srow, m_new);
+                let sum = row_sum::<S>(srow);
                 l[r] = l[r] * alpha + sum;
                 m[r] = m_new;
                 if kb > 0 {
@@ -936,30 +970,43 @@ fn bwd_head_dispatch(
     dk: &mut [f32],
     dv: &mut [f32],
 ) {
-    match level {
+    let tp = round_up(h.t, BR);
+    with_scratch(3 * tp * round_up(h.d, PAD) + 2 * tp, |sc| match level {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `usable` returned Avx2Fma only after detecting AVX2 and FMA.
-        SimdLevel::Avx2Fma => unsafe { bwd_head_avx2(h, dq, dk, dv) },
+        SimdLevel::Avx2Fma => unsafe { bwd_head_avx2(h, sc, dq, dk, dv) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `usable` returned Neon only after detecting NEON.
-        SimdLevel::Neon => unsafe { bwd_head_neon(h, dq, dk, dv) },
+        SimdLevel::Neon => unsafe { bwd_head_neon(h, sc, dq, dk, dv) },
         // SAFETY: the scalar path needs no CPU feature.
-        _ => unsafe { bwd_head::<Scalar>(h, dq, dk, dv) },
-    }
+        _ => unsafe { bwd_head::<Scalar>(h, sc, dq, dk, dv) },
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bwd_head_avx2(h: &BwdHead, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+unsafe fn bwd_head_avx2(
+    h: &BwdHead,
+    sc: &mut [f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
     // SAFETY: this function is only called with AVX2+FMA available.
-    unsafe { bwd_head::<x86::Avx2>(h, dq, dk, dv) }
+    unsafe { bwd_head::<x86::Avx2>(h, sc, dq, dk, dv) }
 }
 
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
-unsafe fn bwd_head_neon(h: &BwdHead, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+unsafe fn bwd_head_neon(
+    h: &BwdHead,
+    sc: &mut [f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
     // SAFETY: this function is only called with NEON available.
-    unsafe { bwd_head::<arm::Neon>(h, dq, dk, dv) }
+    unsafe { bwd_head::<arm::Neon>(h, sc, dq, dk, dv) }
 }
 
 /// Backward of one head. Writes (overwrites) `dq, dk, dv`, each `[t, d]`.
@@ -967,7 +1014,13 @@ unsafe fn bwd_head_neon(h: &BwdHead, dq: &mut [f32], dk: &mut [f32], dv: &mut [f
 /// # Safety
 /// The CPU must support `S`'s instruction set.
 #[inline(always)]
-unsafe fn bwd_head<S: Simd>(h: &BwdHead, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32]) {
+unsafe fn bwd_head<S: Simd>(
+    h: &BwdHead,
+    scratch: &mut [f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
     let (t, d) = (h.t, h.d);
     let dp = round_up(d, PAD);
     let nb = t.div_ceil(BR);
@@ -975,14 +1028,14 @@ unsafe fn bwd_head<S: Simd>(h: &BwdHead, dq: &mut [f32], dk: &mut [f32], dv: &mu
     let scale = 1.0 / (d as f32).sqrt();
 
     // Per-head packed operands, padded to [tp][dp] with zeros.
-    let mut qs = vec![0.0f32; tp * dp]; // s·Q
-    let mut dop = vec![0.0f32; tp * dp]; // dO
-    let mut dq_acc = vec![0.0f32; tp * dp]; // Σ dS·K (times s at the end)
-    pack_rows(h.q, d, dp, 0, t, scale, &mut qs);
-    pack_rows(h.dout, d, dp, 0, t, 1.0, &mut dop);
+    // `scratch` is zeroed, of length 3·tp·dp + 2·tp.
+    let (qs, rest) = scratch.split_at_mut(tp * dp); // s·Q
+    let (dop, rest) = rest.split_at_mut(tp * dp); // dO
+    let (dq_acc, rest) = rest.split_at_mut(tp * dp); // Σ dS·K (times s at the end)
+    let (dd, lse) = rest.split_at_mut(tp);
+    pack_rows(h.q, d, dp, 0, t, scale, qs);
+    pack_rows(h.dout, d, dp, 0, t, 1.0, dop);
     // D_i = dO_i·O_i; padded rows have dO = 0, so D = 0 and lse = 0 keep them inert.
-    let mut dd = vec![0.0f32; tp];
-    let mut lse = vec![0.0f32; tp];
     for i in 0..t {
         let (o, g) = (&h.out[i * d..(i + 1) * d], &h.dout[i * d..(i + 1) * d]);
         dd[i] = o.iter().zip(g).map(|(&x, &y)| x * y).sum();
@@ -1030,7 +1083,7 @@ unsafe fn bwd_head<S: Simd>(h: &BwdHead, dq: &mut [f32], dk: &mut [f32], dv: &mu
                     if first {
                         row[r + 1..].fill(f32::NEG_INFINITY);
                     }
-                    exp_sub_sum::<S>(row, lse[i0 + r]);
+                    exp_sub::<S>(row, lse[i0 + r]);
                 }
                 // dV_j += Pᵀ·dO_i.
                 gemm::<S>(
@@ -1261,9 +1314,9 @@ mod tests {
             match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `levels` only lists AVX2 when it was detected.
-                SimdLevel::Avx2Fma => unsafe { exp_sub_sum::<x86::Avx2>(&mut got, 0.0) },
+                SimdLevel::Avx2Fma => unsafe { exp_sub::<x86::Avx2>(&mut got, 0.0) },
                 // SAFETY: scalar needs no CPU feature.
-                _ => unsafe { exp_sub_sum::<Scalar>(&mut got, 0.0) },
+                _ => unsafe { exp_sub::<Scalar>(&mut got, 0.0) },
             };
             for (i, &g) in got.iter().enumerate() {
                 let x = if i < xs.len() {

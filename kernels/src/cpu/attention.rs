@@ -10,6 +10,13 @@
 //! Backward, with dO given:
 //!   dV = Pᵀ·dO;  dP = dO·Vᵀ;  D_i = Σ_j P_ij dP_ij = dO_i·O_i;
 //!   dS = P ∘ (dP − D);  dQ = s·dS·K;  dK = s·dSᵀ·Q.
+//!
+//! The file reads top to bottom: the reference forward and backward (generic, the definition
+//! of the math), the tiles and microkernels the fast versions are built from, the fast forward
+//! (flash-style online softmax over 64×64 tiles, masked half skipped) and the fast backward
+//! (FlashAttention-2 style, P recomputed from lse). The fast versions never allocate anything
+//! T×T, run AVX2+FMA / NEON / scalar (picked by [`crate::simd_level`]) and are bitwise
+//! deterministic for a given input whatever the thread count.
 
 use crate::Float;
 
@@ -844,7 +851,7 @@ unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut 
                 let sum = row_sum::<S>(srow);
                 l[r] = l[r] * alpha + sum;
                 m[r] = m_new;
-                if kb > 0 {
+                if kb > 0 && alpha != 1.0 {
                     scale_row::<S>(&mut o[r * dp..(r + 1) * dp], alpha);
                 }
             }
@@ -1279,9 +1286,6 @@ mod tests {
             for &t in &[1, 3, 7, 33, 65, 127, 300] {
                 for &d in &[1, 3, 16, 64, 65] {
                     for &bh in &[1, 3] {
-                        if t * d * bh > 40_000 {
-                            continue; // keep the f64 reference cheap; t=300 d=65 bh=1 stays.
-                        }
                         let e = errors(level, bh, t, d, 2.0, (t * 1000 + d * 10 + bh) as u64);
                         for (w, e) in worst_seen.iter_mut().zip(e) {
                             *w = w.max(e);

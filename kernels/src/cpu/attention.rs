@@ -842,17 +842,25 @@ unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut 
             let srow = &mut s[r * BC..r * BC + n];
             // Causal mask, only in the diagonal block: key j0 + c is visible iff j0 + c ≤ i0 + r.
             let vis = (i0 + r + 1 - j0).min(n);
-            srow[vis..].fill(f32::NEG_INFINITY);
+            if vis < n {
+                srow[vis..].fill(f32::NEG_INFINITY);
+            }
             // SAFETY: as above; lengths are multiples of W (n is a multiple of 2W).
             unsafe {
                 let m_new = m[r].max(row_max::<S>(srow));
-                let alpha = (m[r] - m_new).exp(); // 0 on the first block (m = −∞).
                 exp_sub::<S>(srow, m_new);
                 let sum = row_sum::<S>(srow);
-                l[r] = l[r] * alpha + sum;
-                m[r] = m_new;
-                if kb > 0 && alpha != 1.0 {
-                    scale_row::<S>(&mut o[r * dp..(r + 1) * dp], alpha);
+                if m_new > m[r] {
+                    // The running max moved: rescale l and the accumulator by exp(m_old − m_new)
+                    // (0 on the first block, where m = −∞ and the accumulator is overwritten).
+                    let alpha = (m[r] - m_new).exp();
+                    l[r] = l[r] * alpha + sum;
+                    m[r] = m_new;
+                    if kb > 0 {
+                        scale_row::<S>(&mut o[r * dp..(r + 1) * dp], alpha);
+                    }
+                } else {
+                    l[r] += sum;
                 }
             }
         }

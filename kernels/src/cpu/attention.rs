@@ -114,7 +114,7 @@ pub fn causal_attention_bwd_ref<F: Float>(
 // `#[target_feature]` entry point that instantiates it, with those instructions enabled.
 //
 // All the matrix work of attention is small dense GEMMs on tiles that live in L1/L2:
-// one register-blocked microkernel (`gemm`, MR×2W accumulators) does all of them, with A
+// one register-blocked microkernel (`gemm`, 6×2W accumulators) does all of them, with A
 // addressed through (row, column) strides so that transposed operands (Pᵀ, dSᵀ) need no copy.
 // ---------------------------------------------------------------------------------------------
 
@@ -126,8 +126,9 @@ const BR: usize = 64;
 /// Keys per tile. Equal to `BR`, so a query block `qb` sees exactly key blocks `0..=qb`, and
 /// every row of a tile has at least one unmasked key in each of those blocks.
 const BC: usize = BR;
-/// Rows of the GEMM microkernel's register block.
-const MR: usize = 4;
+/// Granule of the query rows a forward tile computes (the last tile may be short): `gemm`
+/// works on an even number of rows.
+const MR: usize = 2;
 /// Padding granule for tile columns (multiple of 2W for every `Simd`: 2, 8, 16).
 const PAD: usize = 16;
 
@@ -890,7 +891,7 @@ unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut 
 // Fast backward: FlashAttention-2 style. P tiles are recomputed from q, k and lse; nothing T×T
 // is stored. One task = one head (so dq, dk, dv of a head are written by one thread in a fixed
 // order: bitwise deterministic for any thread count). Inside a head: outer loop over key
-// blocks (dK_j, dV_j accumulate in registers-sized tiles), inner loop over the query blocks at
+// blocks (dK_j, dV_j accumulate in BC×dp tiles), inner loop over the query blocks at
 // or below the diagonal (dQ accumulates in a per-head [t, dp] buffer).
 // The scale s is folded in: S = (s·Q)·Kᵀ, dK = dSᵀ·(s·Q), dQ = s·(dS·K).
 // ---------------------------------------------------------------------------------------------

@@ -151,8 +151,8 @@ trait Simd {
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
-    /// exp(x) per lane, to within a few ulp; exactly 0 for x < −87.3 (including −∞).
-    unsafe fn exp(x: Self::V) -> Self::V;
+    /// 2^x per lane, to within a few ulp; exactly 0 for x < −126 (including −∞).
+    unsafe fn exp2(x: Self::V) -> Self::V;
     unsafe fn hmax(v: Self::V) -> f32;
     unsafe fn hsum(v: Self::V) -> f32;
 }
@@ -203,8 +203,8 @@ impl Simd for Scalar {
         a.max(b)
     }
     #[inline(always)]
-    unsafe fn exp(x: f32) -> f32 {
-        x.exp()
+    unsafe fn exp2(x: f32) -> f32 {
+        x.exp2()
     }
     #[inline(always)]
     unsafe fn hmax(v: f32) -> f32 {
@@ -216,21 +216,20 @@ impl Simd for Scalar {
     }
 }
 
-// Constants of the Cephes-style single-precision exp used by the SIMD paths:
-// exp(x) = 2^n · exp(r), n = round(x·log2 e), r = x − n·ln 2 (ln 2 split in two for accuracy),
-// exp(r) by a degree-5 minimax polynomial on |r| ≤ ln2/2.
-const EXP_LO: f32 = -87.336_55; // ≈ ln(2^-126): below this the result is flushed to 0.
-const EXP_HI: f32 = 88.0; // keeps n ≤ 127 so 2^n is a normal float.
+// The softmax works in base 2: the fast kernels scale queries by s·log2(e), so scores are in
+// log2 units and probabilities are 2^(S − m), which is cheaper than e^x (no ln 2 reduction).
+// Cephes-style single-precision 2^x for the SIMD paths: 2^x = 2^n · 2^r, n = round(x),
+// r = x − n ∈ [−½, ½] (exact), 2^r ≈ 1 + r·P(r) with a degree-5 minimax P (Cephes exp2f).
+const EXP2_LO: f32 = -126.0; // below this the result is flushed to 0 (no subnormals).
+const EXP2_HI: f32 = 127.0; // keeps n ≤ 127 so 2^n is a normal float.
 const LOG2E: f32 = std::f32::consts::LOG2_E;
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-const EXP_P: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_199_9e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    0.166_666_65,
-    0.5,
+const EXP2_P: [f32; 6] = [
+    1.535_336_2e-4,
+    1.339_887_4e-3,
+    9.618_437e-3,
+    5.550_332_5e-2,
+    0.240_226_48,
+    std::f32::consts::LN_2, // Cephes' 6.931472028550421e-1 rounds to the same f32
 ];
 
 #[cfg(target_arch = "x86_64")]
@@ -283,27 +282,20 @@ mod x86 {
             unsafe { _mm256_max_ps(a, b) }
         }
         #[inline(always)]
-        unsafe fn exp(x: __m256) -> __m256 {
+        unsafe fn exp2(x: __m256) -> __m256 {
             unsafe {
-                let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP_LO));
+                let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(EXP2_LO));
                 let x = _mm256_min_ps(
-                    _mm256_max_ps(x, _mm256_set1_ps(EXP_LO)),
-                    _mm256_set1_ps(EXP_HI),
+                    _mm256_max_ps(x, _mm256_set1_ps(EXP2_LO)),
+                    _mm256_set1_ps(EXP2_HI),
                 );
-                let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                    _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
-                );
-                let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
-                let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-                let mut y = _mm256_set1_ps(EXP_P[0]);
-                for &c in &EXP_P[1..] {
+                let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+                let r = _mm256_sub_ps(x, n);
+                let mut y = _mm256_set1_ps(EXP2_P[0]);
+                for &c in &EXP2_P[1..] {
                     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
                 }
-                let y = _mm256_fmadd_ps(
-                    y,
-                    _mm256_mul_ps(r, r),
-                    _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-                );
+                let y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0));
                 let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
                     _mm256_cvtps_epi32(n),
                     _mm256_set1_epi32(127),
@@ -383,19 +375,18 @@ mod arm {
             unsafe { vmaxq_f32(a, b) }
         }
         #[inline(always)]
-        unsafe fn exp(x: float32x4_t) -> float32x4_t {
+        unsafe fn exp2(x: float32x4_t) -> float32x4_t {
             unsafe {
-                let under = vcltq_f32(x, vdupq_n_f32(EXP_LO));
-                let x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(EXP_LO)), vdupq_n_f32(EXP_HI));
-                let n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(LOG2E)));
-                // vfmsq_f32(acc, x, y) = acc − x·y.
-                let r = vfmsq_f32(x, n, vdupq_n_f32(LN2_HI));
-                let r = vfmsq_f32(r, n, vdupq_n_f32(LN2_LO));
-                let mut y = vdupq_n_f32(EXP_P[0]);
-                for &c in &EXP_P[1..] {
+                let under = vcltq_f32(x, vdupq_n_f32(EXP2_LO));
+                let x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(EXP2_LO)), vdupq_n_f32(EXP2_HI));
+                let n = vrndnq_f32(x);
+                let r = vsubq_f32(x, n);
+                // vfmaq_f32(acc, x, y) = acc + x·y.
+                let mut y = vdupq_n_f32(EXP2_P[0]);
+                for &c in &EXP2_P[1..] {
                     y = vfmaq_f32(vdupq_n_f32(c), y, r);
                 }
-                let y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), y, vmulq_f32(r, r));
+                let y = vfmaq_f32(vdupq_n_f32(1.0), y, r);
                 let pow2 = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(
                     vcvtq_s32_f32(n),
                     vdupq_n_s32(127),
@@ -556,24 +547,24 @@ unsafe fn row_max<S: Simd>(x: &[f32]) -> f32 {
     }
 }
 
-/// x ← exp(x − m) in place. Length a multiple of W.
+/// x ← 2^(x − m) in place. Length a multiple of W.
 ///
 /// # Safety
 /// The CPU must support `S`'s instruction set.
 #[inline(always)]
-unsafe fn exp_sub<S: Simd>(x: &mut [f32], m: f32) {
+unsafe fn exp2_sub<S: Simd>(x: &mut [f32], m: f32) {
     assert!(x.len().is_multiple_of(S::W));
     // SAFETY: every access is x[c..c + W] with c + W ≤ x.len().
     unsafe {
         let mv = S::splat(m);
         for c in (0..x.len()).step_by(S::W) {
             let p = x.as_mut_ptr().add(c);
-            S::store(p, S::exp(S::sub(S::load(p), mv)));
+            S::store(p, S::exp2(S::sub(S::load(p), mv)));
         }
     }
 }
 
-/// Σ x. Length a multiple of W. A separate pass from [`exp_sub`]: fused, the exp polynomial's
+/// Σ x. Length a multiple of W. A separate pass from [`exp2_sub`]: fused, the polynomial's
 /// constants crowd the running sum out of registers and it round-trips through the stack.
 ///
 /// # Safety
@@ -691,8 +682,9 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 // ---------------------------------------------------------------------------------------------
 // Fast forward: flash-style. One task = (head, block of BR query rows). Key blocks are visited
 // up to the diagonal only; each BR×BC score tile is turned into probabilities with an online
-// softmax (running max m, running sum l, accumulator rescaled by exp(m_old − m_new)). Tasks are
-// independent, so the result does not depend on the thread count.
+// softmax (running max m, running sum l, accumulator rescaled by 2^(m_old − m_new); scores are
+// in log2 units, see EXP2_P). Tasks are independent, so the result does not depend on the
+// thread count.
 // ---------------------------------------------------------------------------------------------
 
 /// Fast f32 forward (same contract as [`causal_attention_fwd_ref`]), using [`simd_level`].
@@ -820,7 +812,7 @@ unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut 
     let mut o = vec![0.0f32; BR * dp]; // output accumulator [BR][dp]
     let mut m = [f32::NEG_INFINITY; BR];
     let mut l = [0.0f32; BR];
-    pack_rows(h.q, d, d, i0, rows, scale, &mut qs);
+    pack_rows(h.q, d, d, i0, rows, scale * LOG2E, &mut qs); // scores in log2 units
 
     for kb in 0..=qb {
         let j0 = kb * BC;
@@ -849,12 +841,12 @@ unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut 
             // SAFETY: as above; lengths are multiples of W (n is a multiple of 2W).
             unsafe {
                 let m_new = m[r].max(row_max::<S>(srow));
-                exp_sub::<S>(srow, m_new);
+                exp2_sub::<S>(srow, m_new);
                 let sum = row_sum::<S>(srow);
                 if m_new > m[r] {
-                    // The running max moved: rescale l and the accumulator by exp(m_old − m_new)
+                    // The running max moved: rescale l and the accumulator by 2^(m_old − m_new)
                     // (0 on the first block, where m = −∞ and the accumulator is overwritten).
-                    let alpha = (m[r] - m_new).exp();
+                    let alpha = (m[r] - m_new).exp2();
                     l[r] = l[r] * alpha + sum;
                     m[r] = m_new;
                     if kb > 0 {
@@ -883,7 +875,7 @@ unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut 
         {
             *x = y * inv;
         }
-        lse[r] = m[r] + l[r].ln();
+        lse[r] = (m[r] + l[r].log2()) * std::f32::consts::LN_2; // back to natural log
     }
 }
 
@@ -893,7 +885,8 @@ unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut 
 // order: bitwise deterministic for any thread count). Inside a head: outer loop over key
 // blocks (dK_j, dV_j accumulate in BC×dp tiles), inner loop over the query blocks at
 // or below the diagonal (dQ accumulates in a per-head [t, dp] buffer).
-// The scale s is folded in: S = (s·Q)·Kᵀ, dK = dSᵀ·(s·Q), dQ = s·(dS·K).
+// The scale is folded into Q as in the forward (S in log2 units, P = 2^(S − log2e·lse)):
+// dK = ln2·dSᵀ·(s·log2e·Q), dQ = s·(dS·K).
 // ---------------------------------------------------------------------------------------------
 
 /// Fast f32 backward (same contract as [`causal_attention_bwd_ref`]), using [`simd_level`].
@@ -1049,13 +1042,13 @@ unsafe fn bwd_head<S: Simd>(
     let (dop, rest) = rest.split_at_mut(tp * dp); // dO
     let (dq_acc, rest) = rest.split_at_mut(tp * dp); // Σ dS·K (times s at the end)
     let (dd, lse) = rest.split_at_mut(tp);
-    pack_rows(h.q, d, dp, 0, t, scale, qs);
+    pack_rows(h.q, d, dp, 0, t, scale * LOG2E, qs); // s·log2(e)·Q: scores in log2 units
     pack_rows(h.dout, d, dp, 0, t, 1.0, dop);
     // D_i = dO_i·O_i; padded rows have dO = 0, so D = 0 and lse = 0 keep them inert.
     for i in 0..t {
         let (o, g) = (&h.out[i * d..(i + 1) * d], &h.dout[i * d..(i + 1) * d]);
         dd[i] = o.iter().zip(g).map(|(&x, &y)| x * y).sum();
-        lse[i] = h.lse[i];
+        lse[i] = h.lse[i] * LOG2E;
     }
 
     let mut kt = vec![0.0f32; d * BC]; // K_j transposed [d][BC]
@@ -1081,7 +1074,7 @@ unsafe fn bwd_head<S: Simd>(
             // SAFETY (whole block): the CPU supports `S` by this function's contract; all tile
             // lengths are multiples of 2W.
             unsafe {
-                // S = (s·Q_i)·K_jᵀ, then P = exp(S − lse_i), masked above the diagonal.
+                // S = (s·log2e·Q_i)·K_jᵀ, then P = 2^(S − log2e·lse_i), masked above the diagonal.
                 gemm::<S>(
                     qs_i,
                     dp,
@@ -1099,7 +1092,7 @@ unsafe fn bwd_head<S: Simd>(
                     if first {
                         row[r + 1..].fill(f32::NEG_INFINITY);
                     }
-                    exp_sub::<S>(row, lse[i0 + r]);
+                    exp2_sub::<S>(row, lse[i0 + r]);
                 }
                 // dV_j += Pᵀ·dO_i.
                 gemm::<S>(
@@ -1163,7 +1156,10 @@ unsafe fn bwd_head<S: Simd>(
         }
         for jj in 0..nk {
             let j = j0 + jj;
-            dk[j * d..(j + 1) * d].copy_from_slice(&dk_acc[jj * dp..jj * dp + d]);
+            // dk_acc = dSᵀ·(s·log2(e)·Q): times ln 2 gives dSᵀ·(s·Q).
+            for (x, &y) in dk[j * d..(j + 1) * d].iter_mut().zip(&dk_acc[jj * dp..]) {
+                *x = y * std::f32::consts::LN_2;
+            }
             dv[j * d..(j + 1) * d].copy_from_slice(&dv_acc[jj * dp..jj * dp + d]);
         }
     }
@@ -1316,8 +1312,8 @@ mod tests {
     }
 
     #[test]
-    fn simd_exp_is_accurate() {
-        let xs: Vec<f32> = (0..2000).map(|i| -100.0 + i as f32 * 0.0937).collect();
+    fn simd_exp2_is_accurate() {
+        let xs: Vec<f32> = (0..2000).map(|i| -140.0 + i as f32 * 0.0937).collect();
         for level in levels() {
             let mut got = xs.clone();
             got.extend([f32::NEG_INFINITY; 8]);
@@ -1327,9 +1323,9 @@ mod tests {
             match level {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `levels` only lists AVX2 when it was detected.
-                SimdLevel::Avx2Fma => unsafe { exp_sub::<x86::Avx2>(&mut got, 0.0) },
+                SimdLevel::Avx2Fma => unsafe { exp2_sub::<x86::Avx2>(&mut got, 0.0) },
                 // SAFETY: scalar needs no CPU feature.
-                _ => unsafe { exp_sub::<Scalar>(&mut got, 0.0) },
+                _ => unsafe { exp2_sub::<Scalar>(&mut got, 0.0) },
             };
             for (i, &g) in got.iter().enumerate() {
                 let x = if i < xs.len() {
@@ -1337,13 +1333,13 @@ mod tests {
                 } else {
                     f32::NEG_INFINITY
                 };
-                let want = (x as f64).exp();
-                if x < EXP_LO {
-                    assert!(g == 0.0 || level == SimdLevel::Scalar, "exp({x}) = {g}");
+                let want = (x as f64).exp2();
+                if x < EXP2_LO {
+                    assert!(g == 0.0 || level == SimdLevel::Scalar, "2^{x} = {g}");
                 } else {
                     assert!(
                         ((g as f64 - want) / want).abs() < 4e-7,
-                        "{level}: exp({x}) = {g}, want {want}"
+                        "{level}: 2^{x} = {g}, want {want}"
                     );
                 }
             }

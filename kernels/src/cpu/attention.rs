@@ -622,9 +622,16 @@ unsafe fn ds_row<S: Simd>(p: &[f32], dp: &mut [f32], dd: f32) {
 /// Packs rows `j0..j0+nk` of a `[t, d]` matrix transposed into `dst[d][BC]`, zero-filling
 /// columns `nk..BC` (so padded keys score 0 and are then masked).
 fn pack_transposed(src: &[f32], d: usize, j0: usize, nk: usize, dst: &mut [f32]) {
-    for (c, drow) in dst.chunks_exact_mut(BC).take(d).enumerate() {
-        for (jj, x) in drow.iter_mut().enumerate() {
-            *x = if jj < nk { src[(j0 + jj) * d + c] } else { 0.0 };
+    let dst = &mut dst[..d * BC];
+    // Read source rows contiguously; the strided writes land in a 16 KB tile that stays in L1.
+    for (jj, row) in src[j0 * d..(j0 + nk) * d].chunks_exact(d).enumerate() {
+        for (x, out) in row.iter().zip(dst[jj..].iter_mut().step_by(BC)) {
+            *out = *x;
+        }
+    }
+    if nk < BC {
+        for drow in dst.chunks_exact_mut(BC) {
+            drow[nk..].fill(0.0);
         }
     }
 }

@@ -1393,6 +1393,31 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_level_falls_back_to_scalar() {
+        // Asking for an instruction set this CPU lacks must not run it: it gives the scalar
+        // result, bit for bit.
+        let other = if cfg!(target_arch = "aarch64") {
+            SimdLevel::Avx2Fma
+        } else {
+            SimdLevel::Neon
+        };
+        let (bh, t, d) = (2, 70, 5);
+        let n = bh * t * d;
+        let (q, k, v) = (values(n, 31, 2.0), values(n, 32, 2.0), values(n, 33, 2.0));
+        let run = |level| {
+            let (mut out, mut lse) = (vec![0.0f32; n], vec![0.0f32; bh * t]);
+            causal_attention_fwd_with(level, &q, &k, &v, bh, t, d, &mut out, &mut lse);
+            let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+            causal_attention_bwd_with(
+                level, &q, &k, &v, &out, &lse, &q, bh, t, d, &mut dq, &mut dk, &mut dv,
+            );
+            [out, lse, dq, dk, dv].map(|x| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        };
+        assert_eq!(usable(other), SimdLevel::Scalar);
+        assert!(run(other) == run(SimdLevel::Scalar));
+    }
+
+    #[test]
     fn reference_matches_naive_materialised_softmax() {
         // Explicit softmax(s·QKᵀ + mask)·V with a T×T matrix and a −∞ mask, in f64.
         let (t, d) = (5, 3);

@@ -18,7 +18,9 @@
 //! T×T, run AVX2+FMA / NEON / scalar (picked by [`crate::simd_level`]) and are bitwise
 //! deterministic for a given input whatever the thread count.
 
+use crate::simd::{simd_level, SimdLevel};
 use crate::Float;
+use rayon::prelude::*;
 
 #[allow(clippy::too_many_arguments)]
 /// Reference forward: materialises one row of scores at a time. O(t²·d) per head.
@@ -117,9 +119,6 @@ pub fn causal_attention_bwd_ref<F: Float>(
 // one register-blocked microkernel (`gemm`, 6×2W accumulators) does all of them, with A
 // addressed through (row, column) strides so that transposed operands (Pᵀ, dSᵀ) need no copy.
 // ---------------------------------------------------------------------------------------------
-
-use crate::simd::{simd_level, SimdLevel};
-use rayon::prelude::*;
 
 /// Query rows per tile (forward and backward).
 const BR: usize = 64;
@@ -889,7 +888,8 @@ unsafe fn fwd_block<S: Simd>(h: &FwdHead, qb: usize, out: &mut [f32], lse: &mut 
 // ---------------------------------------------------------------------------------------------
 // Fast backward: FlashAttention-2 style. P tiles are recomputed from q, k and lse; nothing T×T
 // is stored. One task = one head (so dq, dk, dv of a head are written by one thread in a fixed
-// order: bitwise deterministic for any thread count). Inside a head: outer loop over key
+// order: bitwise deterministic), when there are at least as many heads as threads; otherwise
+// the split decomposition further down (same bits, more tasks). Inside a head: outer loop over key
 // blocks (dK_j, dV_j accumulate in BC×dp tiles), inner loop over the query blocks at
 // or below the diagonal (dQ accumulates in a per-head [t, dp] buffer).
 // The scale is folded into Q as in the forward (S in log2 units, P = 2^(S − log2e·lse)):

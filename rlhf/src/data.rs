@@ -1,0 +1,205 @@
+//! The JSONL records the RLHF stages exchange, their readers and append-only writers.
+//!
+//! One JSON object per line. Readers skip blank lines and report the first malformed line as
+//! a [`DataError`] naming the file and the 1-based line number. Writers open the file in
+//! append mode and write each record as one whole line, flushed, so nothing already written
+//! is lost if a run is killed.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+/// An SFT demonstration: a prompt and the completion to imitate (both without chat tokens).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Demonstration {
+    /// The instruction.
+    pub prompt: String,
+    /// The answer to imitate.
+    pub completion: String,
+}
+
+/// A labeler's ranking of K responses to one prompt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ranking {
+    /// The instruction.
+    pub prompt: String,
+    /// The K responses (answer texts without chat tokens).
+    pub responses: Vec<String>,
+    /// Indices into `responses`, best first: a permutation of `0..K`.
+    pub ranking: Vec<usize>,
+}
+
+impl Ranking {
+    /// All C(K, 2) pairs of the ranking, the better response as `chosen`.
+    pub fn pairs(&self) -> Vec<Pair> {
+        let mut out = Vec::new();
+        for (i, &better) in self.ranking.iter().enumerate() {
+            for &worse in &self.ranking[i + 1..] {
+                out.push(Pair {
+                    prompt: self.prompt.clone(),
+                    chosen: self.responses[better].clone(),
+                    rejected: self.responses[worse].clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Checks that `ranking` is a permutation of `0..responses.len()`.
+    pub fn validate(&self) -> Result<(), String> {
+        let k = self.responses.len();
+        let mut seen = vec![false; k];
+        for &i in &self.ranking {
+            if i >= k || seen[i] {
+                return Err(format!(
+                    "ranking {:?} is not a permutation of 0..{k}",
+                    self.ranking
+                ));
+            }
+            seen[i] = true;
+        }
+        if self.ranking.len() != k {
+            return Err(format!(
+                "ranking has {} entries for {k} responses",
+                self.ranking.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One preference: `chosen` was ranked above `rejected` for `prompt`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pair {
+    /// The instruction.
+    pub prompt: String,
+    /// The preferred response.
+    pub chosen: String,
+    /// The other response.
+    pub rejected: String,
+}
+
+/// An error reading or writing a JSONL file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be opened, read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line that is not a valid record.
+    #[error("{}:{line}: {msg}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A record that cannot be written as JSON.
+    #[error("{}: cannot encode record: {msg}", path.display())]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads every record of a JSONL file (blank lines skipped).
+pub fn read_jsonl<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<Vec<T>, DataError> {
+    read_checked(path.as_ref(), |_: &T| Ok(()))
+}
+
+/// Reads rankings and checks each is a permutation of its responses' indices.
+pub fn read_rankings(path: impl AsRef<Path>) -> Result<Vec<Ranking>, DataError> {
+    read_checked(path.as_ref(), Ranking::validate)
+}
+
+/// Reads a JSONL file, parsing and then checking each non-blank line.
+fn read_checked<T: DeserializeOwned>(
+    path: &Path,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<Vec<T>, DataError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io_err(path))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let malformed = |msg: String| DataError::Malformed {
+            path: path.to_path_buf(),
+            line: i + 1,
+            msg,
+        };
+        let record: T = serde_json::from_str(&line).map_err(|e| malformed(e.to_string()))?;
+        check(&record).map_err(malformed)?;
+        out.push(record);
+    }
+    Ok(out)
+}
+
+/// An append-only JSONL writer: each [`JsonlWriter::write`] appends one whole line and
+/// flushes it.
+#[derive(Debug)]
+pub struct JsonlWriter<T> {
+    path: PathBuf,
+    file: File,
+    _record: PhantomData<T>,
+}
+
+impl<T: Serialize> JsonlWriter<T> {
+    /// Opens `path` for appending (creating it if needed); existing lines are kept.
+    pub fn append(path: impl AsRef<Path>) -> Result<JsonlWriter<T>, DataError> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok(JsonlWriter {
+            path,
+            file,
+            _record: PhantomData,
+        })
+    }
+
+    /// Appends one record as one line and flushes it.
+    pub fn write(&mut self, record: &T) -> Result<(), DataError> {
+        let mut line = serde_json::to_string(record).map_err(|e| DataError::Encode {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        })?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(io_err(&self.path))
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Appends all `records` to `path` (see [`JsonlWriter`]).
+pub fn append_jsonl<T: Serialize>(path: impl AsRef<Path>, records: &[T]) -> Result<(), DataError> {
+    let mut w = JsonlWriter::append(path)?;
+    records.iter().try_for_each(|r| w.write(r))
+}

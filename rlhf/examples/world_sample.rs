@@ -1,7 +1,7 @@
 //! Prints a sample of the world of a seed: its sizes, prompts with ideal answers, each
 //! behaviour's answer with its rubric score, and the start of the pretraining corpus.
 //!
-//! `cargo run -p rlhf --example world_sample -- [seed]`
+//! `cargo run --release -p rlhf --example world_sample -- [seed] [corpus bytes to time]`
 
 use engine::Rng;
 use rlhf::labeler::judge;
@@ -46,5 +46,14 @@ fn main() {
         }
     }
     let text = rlhf::corpus(seed, 3000);
-    println!("\ncorpus excerpt:\n{}", &text[..text.len().min(3000)]);
+    println!("\ncorpus excerpt:\n{text}");
+    if let Some(bytes) = std::env::args().nth(2).and_then(|s| s.parse().ok()) {
+        let start = std::time::Instant::now();
+        let text = rlhf::corpus(seed, bytes);
+        println!(
+            "\ngenerated a {} byte corpus in {:.2} s",
+            text.len(),
+            start.elapsed().as_secs_f64()
+        );
+    }
 }

@@ -61,6 +61,16 @@ impl Answer {
             ended: false,
         }
     }
+
+    /// The answer as a completion of [`chat_prompt`]: the text, then [`END`] if it ended.
+    /// [`parse_completion`] reads it back.
+    pub fn completion(&self) -> String {
+        if self.ended {
+            format!("{}{END}", self.text)
+        } else {
+            self.text.clone()
+        }
+    }
 }
 
 /// Reads the model's continuation of [`chat_prompt`]: the answer is the text up to the first

@@ -28,14 +28,16 @@ pub const WORKED_DOCS: f64 = 0.25;
 pub const CHAT_DOCS: f64 = 0.45;
 
 /// The behaviour of an assistant turn in a corpus chat transcript, and its probability.
-/// About half are good; the rest are the behaviours alignment must remove.
+/// Half are good (less the format-ignoring ones, [`FORMAT_IGNORED`]: about 46% of turns
+/// score 1 on the rubric); the rest are the behaviours alignment must remove. A pretrained
+/// model's own mistakes add to the wrong ones.
 pub const BEHAVIOUR_MIX: [(Behaviour, f64); 6] = [
-    (Behaviour::Good, 0.45),
-    (Behaviour::Rude, 0.15),
+    (Behaviour::Good, 0.50),
+    (Behaviour::Rude, 0.14),
     (Behaviour::Rambling, 0.12),
-    (Behaviour::Ignore, 0.08),
-    (Behaviour::Wrong, 0.10),
-    (Behaviour::Unended, 0.10),
+    (Behaviour::Ignore, 0.06),
+    (Behaviour::Wrong, 0.07),
+    (Behaviour::Unended, 0.11),
 ];
 /// The probability that a good corpus answer to a format prompt ignores the requested format.
 pub const FORMAT_IGNORED: f64 = 0.4;
@@ -66,6 +68,7 @@ enum Doc {
     Chat,
 }
 
+/// The document kinds and their shares.
 const DOC_MIX: [(Doc, f64); 4] = [
     (Doc::Facts, FACT_DOCS),
     (Doc::Story, STORY_DOCS),
@@ -107,8 +110,9 @@ impl World {
     /// A short story about two animals, true to their facts.
     pub fn story(&self, rng: &mut Rng) -> String {
         let n = self.entities.len() as u64;
-        let a = &self.entities[rng.below(n) as usize];
-        let b = &self.entities[rng.below(n) as usize];
+        let i = rng.below(n) as usize;
+        let j = (i + 1 + rng.below(n - 1) as usize) % n as usize; // another animal
+        let (a, b) = (&self.entities[i], &self.entities[j]);
         let (an, bn) = (a.name, b.name);
         match rng.below(3) {
             0 => format!(

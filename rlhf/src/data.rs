@@ -1,5 +1,11 @@
 //! The JSONL records the RLHF stages exchange, their readers and append-only writers.
 //!
+//! **Completions include their closing token.** A `completion`, a ranked `response`, a
+//! `chosen` or `rejected` text is exactly what follows [`chat_prompt`](crate::chat::chat_prompt)`(prompt)`: the answer
+//! text, then `<|end|>` if the answer ended (see [`Answer::completion`](crate::chat::Answer::completion)). So the model input
+//! is always `chat_prompt(prompt) + completion`, SFT learns to stop, and the reward model sees
+//! whether an answer stopped. [`parse_completion`](crate::chat::parse_completion) splits one back into text and `ended`.
+//!
 //! One JSON object per line. Readers skip blank lines and report the first malformed line as
 //! a [`DataError`] naming the file and the 1-based line number. Writers open the file in
 //! append mode and write each record as one whole line, flushed, so nothing already written
@@ -11,12 +17,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-/// An SFT demonstration: a prompt and the completion to imitate (both without chat tokens).
+/// An SFT demonstration: a prompt (without chat tokens) and the completion to imitate
+/// (the ideal answer followed by `<|end|>`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Demonstration {
     /// The instruction.
     pub prompt: String,
-    /// The answer to imitate.
+    /// The completion to imitate, `<|end|>` included.
     pub completion: String,
 }
 
@@ -25,7 +32,7 @@ pub struct Demonstration {
 pub struct Ranking {
     /// The instruction.
     pub prompt: String,
-    /// The K responses (answer texts without chat tokens).
+    /// The K responses, as completions (`<|end|>` included where the answer ended).
     pub responses: Vec<String>,
     /// Indices into `responses`, best first: a permutation of `0..K`.
     pub ranking: Vec<usize>,
@@ -75,9 +82,9 @@ impl Ranking {
 pub struct Pair {
     /// The instruction.
     pub prompt: String,
-    /// The preferred response.
+    /// The preferred response (a completion, `<|end|>` included where it ended).
     pub chosen: String,
-    /// The other response.
+    /// The other response (a completion).
     pub rejected: String,
 }
 

@@ -50,7 +50,8 @@
 //! not flagged in the ranking; the reward-model code can drop pairs of identical response
 //! texts itself.
 
-use crate::chat::Answer;
+use crate::chat::{parse_completion, Answer};
+use crate::data::Ranking;
 use crate::world::{Attr, Op, PromptRecord, Style, Task};
 use engine::Rng;
 
@@ -423,6 +424,22 @@ impl Labeler {
             .collect();
         keyed.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1)));
         keyed.into_iter().map(|(_, _, i)| i).collect()
+    }
+
+    /// Ranks completions of `chat_prompt(record.prompt)` (each parsed with
+    /// [`parse_completion`]) into a [`Ranking`] record.
+    pub fn ranking(
+        &self,
+        record: &PromptRecord,
+        completions: Vec<String>,
+        rng: &mut Rng,
+    ) -> Ranking {
+        let answers: Vec<Answer> = completions.iter().map(|c| parse_completion(c)).collect();
+        Ranking {
+            prompt: record.prompt.clone(),
+            ranking: self.rank(record, &answers, rng),
+            responses: completions,
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! - [`world`]: a seeded world of animals and their facts, seven kinds of instructions with
 //!   checkable ideal answers, train/held-out prompt splits, demonstrations, and answers that
 //!   show each good or bad behaviour.
-//! - [`corpus`]: the pretraining corpus (facts, stories, worked examples, chat transcripts with
+//! - [`corpus`](mod@corpus): the pretraining corpus (facts, stories, worked examples, chat transcripts with
 //!   a documented mix of good and bad assistant behaviour).
 //! - [`labeler`]: the simulated labeler: a written lexicographic rubric, a score for evaluation,
 //!   and noisy K-way rankings calibrated to InstructGPT's inter-labeler agreement.

@@ -626,13 +626,14 @@ impl World {
         Some((split, &self.prompts(split)[i]))
     }
 
-    /// The SFT demonstrations of a split: each prompt with its ideal answer.
+    /// The SFT demonstrations of a split: each prompt with its ideal answer as a completion
+    /// (`<|end|>` included).
     pub fn demonstrations(&self, split: Split) -> Vec<Demonstration> {
         self.prompts(split)
             .iter()
             .map(|r| Demonstration {
                 prompt: r.prompt.clone(),
-                completion: r.ideal.clone(),
+                completion: Answer::ended(r.ideal.clone()).completion(),
             })
             .collect()
     }

@@ -2,7 +2,7 @@
 
 use engine::Rng;
 use rlhf::chat::{self, Answer, ASSISTANT, END, ENDOFTEXT, USER};
-use rlhf::corpus::{BEHAVIOUR_MIX, FORMAT_IGNORED};
+use rlhf::corpus::{self, BEHAVIOUR_MIX, FORMAT_IGNORED};
 use rlhf::data::{self, DataError, Demonstration, JsonlWriter, Pair, Ranking};
 use rlhf::labeler::{self, judge, pairwise_agreement, Labeler};
 use rlhf::world::{self, Behaviour, Kind, Op, PromptRecord, Split, Style, Task, World};
@@ -29,6 +29,31 @@ fn same_seed_same_world_and_corpus() {
     let other = World::new(8);
     assert_ne!(a.facts(), other.facts(), "different seeds, different facts");
     assert_ne!(c1, rlhf::corpus(8, 300_000));
+}
+
+#[test]
+fn mixes_are_distributions() {
+    let behaviours: f64 = BEHAVIOUR_MIX.iter().map(|(_, p)| p).sum();
+    assert!((behaviours - 1.0).abs() < 1e-12, "{behaviours}");
+    let docs = corpus::FACT_DOCS + corpus::STORY_DOCS + corpus::WORKED_DOCS + corpus::CHAT_DOCS;
+    assert!((docs - 1.0).abs() < 1e-12, "{docs}");
+}
+
+#[test]
+fn demonstrations_are_ideal_completions_that_end() {
+    let w = World::new(5);
+    for split in [Split::Train, Split::Heldout] {
+        let demos = w.demonstrations(split);
+        assert_eq!(demos.len(), w.prompts(split).len());
+        for (d, r) in demos.iter().zip(w.prompts(split)) {
+            assert_eq!(d.prompt, r.prompt);
+            assert_eq!(d.completion, format!("{}{END}", r.ideal));
+            assert_eq!(
+                chat::parse_completion(&d.completion),
+                Answer::ended(r.ideal.clone())
+            );
+        }
+    }
 }
 
 #[test]
@@ -431,6 +456,13 @@ fn noiseless_labeler_agrees_with_itself_and_bad_agreement_is_refused() {
     let b = l.rank(r, &answers, &mut Rng::new(2));
     assert_eq!(a, b);
     assert_eq!(l.noise_std(4), 0.0);
+    let completions: Vec<String> = answers.iter().map(Answer::completion).collect();
+    let ranking = l.ranking(r, completions.clone(), &mut Rng::new(3));
+    assert_eq!(ranking.responses, completions);
+    assert_eq!(
+        ranking.ranking, a,
+        "parsing completions keeps each answer's `ended`"
+    );
     assert!(Labeler::new(0.5).is_err());
     assert!(Labeler::new(1.2).is_err());
     assert_eq!(Labeler::new(0.9).unwrap().agreement, 0.9);
@@ -502,4 +534,43 @@ fn malformed_lines_are_errors_naming_file_and_line() {
     assert!(matches!(err, DataError::Malformed { line: 2, .. }), "{err}");
     let missing = data::read_jsonl::<Pair>(temp_path("missing.jsonl")).unwrap_err();
     assert!(matches!(missing, DataError::Io { .. }), "{missing}");
+}
+
+#[test]
+fn judging_arbitrary_text_stays_in_range() {
+    let w = World::new(12);
+    let mut rng = Rng::new(12);
+    let pieces = [
+        "7",
+        " ",
+        "-",
+        ",",
+        "é",
+        "→",
+        "fox",
+        "XOF",
+        "<|end|>",
+        "plus",
+        "and",
+        "ugh",
+        ".",
+        "f",
+        "seven",
+        "99999999999999999999999",
+        "\n",
+        "The",
+        "caves",
+    ];
+    for r in w.train.iter().take(300) {
+        for _ in 0..20 {
+            let n = rng.below(12);
+            let text: String = (0..n)
+                .map(|_| pieces[rng.below(pieces.len() as u64) as usize])
+                .collect();
+            for ended in [false, true] {
+                let s = labeler::score(r, &text, ended);
+                assert!((0.0..=1.0).contains(&s), "{text:?}: {s}");
+            }
+        }
+    }
 }

@@ -36,14 +36,26 @@ pub struct Ranking {
     pub responses: Vec<String>,
     /// Indices into `responses`, best first: a permutation of `0..K`.
     pub ranking: Vec<usize>,
+    /// Pairs of indices `[i, j]` (i < j) the labeler judged exactly equal; their order in
+    /// `ranking` is arbitrary. Optional in the JSON (absent = no ties).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ties: Vec<[usize; 2]>,
 }
 
 impl Ranking {
-    /// All C(K, 2) pairs of the ranking, the better response as `chosen`.
+    /// Whether responses `i` and `j` were judged equal.
+    pub fn tied(&self, i: usize, j: usize) -> bool {
+        self.ties.contains(&[i.min(j), i.max(j)])
+    }
+
+    /// The C(K, 2) pairs of the ranking, the better response as `chosen`, less the ties.
     pub fn pairs(&self) -> Vec<Pair> {
         let mut out = Vec::new();
         for (i, &better) in self.ranking.iter().enumerate() {
             for &worse in &self.ranking[i + 1..] {
+                if self.tied(better, worse) {
+                    continue;
+                }
                 out.push(Pair {
                     prompt: self.prompt.clone(),
                     chosen: self.responses[better].clone(),
@@ -54,9 +66,13 @@ impl Ranking {
         out
     }
 
-    /// Checks that `ranking` is a permutation of `0..responses.len()`.
+    /// Checks that `ranking` is a permutation of `0..responses.len()` and that each tie is a
+    /// pair `[i, j]` of response indices with i < j.
     pub fn validate(&self) -> Result<(), String> {
         let k = self.responses.len();
+        if let Some(t) = self.ties.iter().find(|[i, j]| i >= j || *j >= k) {
+            return Err(format!("tie {t:?} is not a pair i < j of 0..{k}"));
+        }
         let mut seen = vec![false; k];
         for &i in &self.ranking {
             if i >= k || seen[i] {

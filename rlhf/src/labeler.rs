@@ -427,7 +427,8 @@ impl Labeler {
     }
 
     /// Ranks completions of `chat_prompt(record.prompt)` (each parsed with
-    /// [`parse_completion`]) into a [`Ranking`] record.
+    /// [`parse_completion`]) into a [`Ranking`] record; pairs with exactly equal rubric scores
+    /// are listed in its `ties`.
     pub fn ranking(
         &self,
         record: &PromptRecord,
@@ -435,10 +436,23 @@ impl Labeler {
         rng: &mut Rng,
     ) -> Ranking {
         let answers: Vec<Answer> = completions.iter().map(|c| parse_completion(c)).collect();
+        let scores: Vec<f64> = answers
+            .iter()
+            .map(|a| score(record, &a.text, a.ended))
+            .collect();
+        let mut ties = Vec::new();
+        for i in 0..scores.len() {
+            for j in i + 1..scores.len() {
+                if scores[i] == scores[j] {
+                    ties.push([i, j]);
+                }
+            }
+        }
         Ranking {
             prompt: record.prompt.clone(),
             ranking: self.rank(record, &answers, rng),
             responses: completions,
+            ties,
         }
     }
 }

@@ -463,9 +463,37 @@ fn noiseless_labeler_agrees_with_itself_and_bad_agreement_is_refused() {
         ranking.ranking, a,
         "parsing completions keeps each answer's `ended`"
     );
+    assert!(ranking.ties.is_empty(), "distinct scores, no ties");
+    assert_eq!(ranking.pairs().len(), 6);
     assert!(Labeler::new(0.5).is_err());
     assert!(Labeler::new(1.2).is_err());
     assert_eq!(Labeler::new(0.9).unwrap().agreement, 0.9);
+}
+
+#[test]
+fn exact_ties_are_listed_and_left_out_of_pairs() {
+    let w = World::new(6);
+    let r = w
+        .train
+        .iter()
+        .find(|r| r.kind() == Kind::Arithmetic)
+        .unwrap();
+    let Task::Arithmetic { a, op, b } = r.task else {
+        unreachable!()
+    };
+    let right = op.apply(a, b);
+    // Two wrong answers of the same length score the same; the ideal beats both.
+    let completions = vec![
+        format!("{a} {} {b} is {}.{END}", op.word(), right + 20),
+        format!("{}{END}", r.ideal),
+        format!("{a} {} {b} is {}.{END}", op.word(), right + 30),
+    ];
+    let ranking = Labeler::instructgpt().ranking(r, completions, &mut Rng::new(4));
+    assert_eq!(ranking.ties, vec![[0, 2]]);
+    assert!(ranking.tied(2, 0));
+    let pairs = ranking.pairs();
+    assert_eq!(pairs.len(), 2, "{pairs:?}");
+    assert!(pairs.iter().all(|p| p.chosen != p.rejected));
 }
 
 fn temp_path(name: &str) -> std::path::PathBuf {
@@ -494,6 +522,7 @@ fn jsonl_round_trips_and_appends() {
         prompt: "What is 3 plus 4?".into(),
         responses: vec!["7".into(), "8".into(), "Whatever. 7".into()],
         ranking: vec![0, 2, 1],
+        ties: vec![],
     };
     let rpath = temp_path("rankings.jsonl");
     data::append_jsonl(&rpath, std::slice::from_ref(&ranking)).unwrap();
@@ -532,6 +561,10 @@ fn malformed_lines_are_errors_naming_file_and_line() {
     std::fs::write(&rpath, format!("{ok}\n{dup}\n")).unwrap();
     let err = data::read_rankings(&rpath).unwrap_err();
     assert!(matches!(err, DataError::Malformed { line: 2, .. }), "{err}");
+    let bad_tie = r#"{"prompt":"p","responses":["a","b"],"ranking":[1,0],"ties":[[1,0]]}"#;
+    std::fs::write(&rpath, format!("{ok}\n{ok}\n\n{bad_tie}\n")).unwrap();
+    let err = data::read_rankings(&rpath).unwrap_err();
+    assert!(matches!(err, DataError::Malformed { line: 4, .. }), "{err}");
     let missing = data::read_jsonl::<Pair>(temp_path("missing.jsonl")).unwrap_err();
     assert!(matches!(missing, DataError::Io { .. }), "{missing}");
 }

@@ -41,11 +41,15 @@ fn main() {
         batch: b,
         seq: t,
     };
-    trainer.step(&mut model, std::slice::from_ref(&batch), &mut rng).unwrap(); // warm-up
+    trainer
+        .step(&mut model, std::slice::from_ref(&batch), &mut rng)
+        .unwrap(); // warm-up
     let mut times = vec![];
     for _ in 0..steps {
         let start = Instant::now();
-        trainer.step(&mut model, std::slice::from_ref(&batch), &mut rng).unwrap();
+        trainer
+            .step(&mut model, std::slice::from_ref(&batch), &mut rng)
+            .unwrap();
         times.push(start.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);

@@ -64,17 +64,39 @@ fn positive(rng: &mut Rng, shape: &[usize]) -> Tensor {
     rng.uniform_tensor(shape, 0.5, 2.0, DType::F64)
 }
 
-/// Normal values pushed at least `gap` away from `at`, so a kink at `at` (relu, clamp) is
-/// never inside the finite-difference step.
-fn away_from(rng: &mut Rng, shape: &[usize], at: f64, gap: f64) -> Tensor {
+/// Normal values at least `gap` away from every point in `kinks`, so a kink (relu at 0, clamp
+/// at its bounds) is never inside the finite-difference stencil.
+fn away_from(rng: &mut Rng, shape: &[usize], kinks: &[f64], gap: f64) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f64> = (0..n)
-        .map(|_| {
+        .map(|_| loop {
             let z = rng.normal();
-            at + z.signum() * (gap + z.abs())
+            if kinks.iter().all(|k| (z - k).abs() >= gap) {
+                break z;
+            }
         })
         .collect();
     Tensor::from_vec(v, shape).expect("sizes match")
+}
+
+/// Values all at least 0.05 apart (a shuffled grid with a little jitter), so that max,
+/// minimum and maximum never face a near-tie inside the finite-difference stencil.
+fn distinct(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut v: Vec<f64> = (0..n)
+        .map(|i| (i as f64 - n as f64 / 2.0) * 0.1 + 0.02 * rng.uniform())
+        .collect();
+    rng.shuffle(&mut v);
+    Tensor::from_vec(v, shape).expect("sizes match")
+}
+
+/// Two tensors whose values, taken together, are all [`distinct`].
+fn distinct_pair(rng: &mut Rng, sa: &[usize], sb: &[usize]) -> (Tensor, Tensor) {
+    let (na, nb) = (sa.iter().product::<usize>(), sb.iter().product::<usize>());
+    let all = distinct(rng, &[na + nb]).to_vec_f64();
+    let x = Tensor::from_vec(all[..na].to_vec(), sa).expect("sizes match");
+    let y = Tensor::from_vec(all[na..].to_vec(), sb).expect("sizes match");
+    (x, y)
 }
 
 /// Builds case `name` from three small dims `d` (each ≥ 1) and `rng`: the inputs and the
@@ -118,16 +140,22 @@ pub fn case(name: &str, d: [usize; 3], rng: &mut Rng) -> Option<(Vec<Tensor>, Ca
             rng.normal_tensor(&[a, b], 0.0, 4.0, DType::F64),
             ops::logsigmoid,
         ),
-        "relu" => unary(away_from(rng, &[a, b], 0.0, 0.1), ops::relu),
+        "relu" => unary(away_from(rng, &[a, b], &[0.0], 0.1), ops::relu),
         "gelu" => unary(
             rng.normal_tensor(&[a, b, c], 0.0, 2.0, DType::F64),
             ops::gelu,
         ),
-        "clamp" => unary(away_from(rng, &[a, b], 0.5, 0.1), |x| {
+        "clamp" => unary(away_from(rng, &[a, b], &[-0.5, 0.5], 0.1), |x| {
             ops::clamp(x, -0.5, 0.5)
         }),
-        "minimum" => binary(normal(rng, &[a, b]), normal(rng, &[b]), ops::minimum),
-        "maximum" => binary(normal(rng, &[a, 1]), normal(rng, &[a, b]), ops::maximum),
+        "minimum" => {
+            let (x, y) = distinct_pair(rng, &[a, b], &[b]);
+            binary(x, y, ops::minimum)
+        }
+        "maximum" => {
+            let (x, y) = distinct_pair(rng, &[a, 1], &[a, b]);
+            binary(x, y, ops::maximum)
+        }
         "where" => {
             let cond = Tensor::from_vec((0..b).map(|i| (i % 2) as f64).collect(), &[b])
                 .expect("sizes match");
@@ -138,7 +166,7 @@ pub fn case(name: &str, d: [usize; 3], rng: &mut Rng) -> Option<(Vec<Tensor>, Ca
         }
         "sum" => unary(normal(rng, &[a, b, c]), |x| ops::sum(x, 1, false)),
         "mean" => unary(normal(rng, &[a, b, c]), |x| ops::mean(x, -1, true)),
-        "max" => unary(normal(rng, &[a, b, c]), |x| ops::max(x, 1, false)),
+        "max" => unary(distinct(rng, &[a, b, c]), |x| ops::max(x, 1, false)),
         "sum_all" => unary(normal(rng, &[a, b]), ops::sum_all),
         "mean_all" => unary(normal(rng, &[a, b]), ops::mean_all),
         "softmax" => unary(normal(rng, &[a, b, c]), |x| ops::softmax(x, -1)),

@@ -71,6 +71,51 @@ pub(crate) fn broadcast_index_map(src_shape: &[usize], out_shape: &[usize]) -> V
     map
 }
 
+/// Strides of `src_shape` seen from a tensor of `out_shape` it is broadcast to: 0 along
+/// broadcast (size-1 or missing leading) dims.
+fn broadcast_strides(src_shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
+    let pad = out_shape.len() - src_shape.len();
+    let src_strides = strides(src_shape);
+    (0..out_shape.len())
+        .map(|i| {
+            if i < pad || src_shape[i - pad] == 1 {
+                0
+            } else {
+                src_strides[i - pad]
+            }
+        })
+        .collect()
+}
+
+/// Visits a tensor of `shape` row by row (a row = the last dim), in row-major order, calling
+/// `row(offset, out_offset)` where `offset` is the row's start under `st` (strides of some
+/// other buffer, one per dim) and `out_offset` its start in the contiguous tensor. The loop
+/// over one row (stride `st[last]`) is the caller's, so copies and sums run over contiguous
+/// memory where they can.
+fn walk_rows(shape: &[usize], st: &[usize], mut row: impl FnMut(usize, usize)) {
+    let rank = shape.len();
+    if rank == 0 {
+        row(0, 0);
+        return;
+    }
+    let len = shape[rank - 1];
+    let rows: usize = shape[..rank - 1].iter().product();
+    let mut idx = vec![0usize; rank - 1];
+    let mut offset = 0usize;
+    for r in 0..rows {
+        row(offset, r * len);
+        for d in (0..rank - 1).rev() {
+            idx[d] += 1;
+            offset += st[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            offset -= st[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 fn check_broadcastable(op: &'static str, src: &[usize], out: &[usize]) -> Result<()> {
     let ok = src.len() <= out.len()
         && src
@@ -91,8 +136,21 @@ pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
         return Ok(x.clone());
     }
     check_broadcastable("broadcast_to", x.shape(), shape)?;
-    let map = broadcast_index_map(x.shape(), shape);
-    let y = map_storage!(x.storage(), v => map.iter().map(|&i| v[i]).collect());
+    let st = broadcast_strides(x.shape(), shape);
+    let inner = *shape.last().unwrap_or(&1);
+    let inner_stride = *st.last().unwrap_or(&0);
+    let n: usize = shape.iter().product();
+    let y = map_storage!(x.storage(), v => {
+        let mut out = Vec::with_capacity(n);
+        walk_rows(shape, &st, |src, _| {
+            if inner_stride == 1 {
+                out.extend_from_slice(&v[src..src + inner]);
+            } else {
+                out.extend(std::iter::repeat_n(v[src], inner));
+            }
+        });
+        out
+    });
     let in_shape = x.shape().to_vec();
     Ok(Tensor::from_op(
         y,
@@ -110,13 +168,27 @@ pub fn sum_to_shape(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
         return Ok(x.clone());
     }
     check_broadcastable("sum_to_shape", shape, x.shape())?;
-    let map = broadcast_index_map(shape, x.shape());
+    // Walk the big tensor row by row, adding each row into the small one (where the small
+    // one's last dim is broadcast, the row collapses to one sum). Sequential: deterministic.
+    let st = broadcast_strides(shape, x.shape());
+    let big = x.shape();
+    let inner = *big.last().unwrap_or(&1);
+    let inner_stride = *st.last().unwrap_or(&0);
     let n: usize = shape.iter().product();
     let y = map_storage!(x.storage(), v => {
         let mut out = vec![kernels::Float::from_f64(0.0); n];
-        for (&i, &val) in map.iter().zip(v.iter()) {
-            out[i] += val;
-        }
+        walk_rows(big, &st, |dst, src| {
+            let row = &v[src..src + inner];
+            if inner_stride == 1 {
+                for (o, &g) in out[dst..dst + inner].iter_mut().zip(row) {
+                    *o += g;
+                }
+            } else {
+                for &g in row {
+                    out[dst] += g;
+                }
+            }
+        });
         out
     });
     let out_shape = x.shape().to_vec();
@@ -152,25 +224,21 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     }
     let in_strides = strides(x.shape());
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
-    // Source stride of each output dim; the odometer walks the output in order.
+    // Source stride of each output dim; rows of the output are gathered with the last one
+    // (a plain copy when the last dim stays last, as in the heads split [B,T,H,D]→[B,H,T,D]).
     let st: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-    let n = x.numel();
-    let mut src = Vec::with_capacity(n);
-    let mut idx = vec![0usize; rank];
-    let mut offset = 0usize;
-    for _ in 0..n {
-        src.push(offset);
-        for d in (0..rank).rev() {
-            idx[d] += 1;
-            offset += st[d];
-            if idx[d] < out_shape[d] {
-                break;
+    let (inner, inner_stride) = (out_shape[rank - 1], st[rank - 1]);
+    let y = map_storage!(x.storage(), v => {
+        let mut out = Vec::with_capacity(x.numel());
+        walk_rows(&out_shape, &st, |src, _| {
+            if inner_stride == 1 {
+                out.extend_from_slice(&v[src..src + inner]);
+            } else {
+                out.extend((0..inner).map(|i| v[src + i * inner_stride]));
             }
-            offset -= st[d] * idx[d];
-            idx[d] = 0;
-        }
-    }
-    let y = map_storage!(x.storage(), v => src.iter().map(|&i| v[i]).collect());
+        });
+        out
+    });
     let mut inverse = vec![0; rank];
     for (i, &p) in perm.iter().enumerate() {
         inverse[p] = i;

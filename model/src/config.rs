@@ -90,7 +90,7 @@ impl GptConfig {
                 return Err(format!("{name} must be positive"));
             }
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(format!(
                 "n_embd {} is not divisible by n_head {}",
                 self.n_embd, self.n_head
@@ -112,7 +112,7 @@ impl GptConfig {
                 ));
             }
         }
-        if !(self.layer_norm_epsilon > 0.0) {
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return Err(format!(
                 "layer_norm_epsilon {} must be positive",
                 self.layer_norm_epsilon

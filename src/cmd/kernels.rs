@@ -78,8 +78,8 @@ pub fn run(args: Args) -> Result<()> {
         rayon::current_num_threads()
     );
     println!(
-        "{:<22} {:<18} {:>12} {:>8} {:<7} {:>12} {:>8}  {}",
-        "kernel", "shape", "fast", "rate", "unit", "reference", "rate", "speed-up"
+        "{:<22} {:<18} {:>12} {:>8} {:<7} {:>12} {:>8}  speed-up",
+        "kernel", "shape", "fast", "rate", "unit", "reference", "rate"
     );
     let with_ref = args.reference;
 

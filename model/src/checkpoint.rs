@@ -22,7 +22,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use crate::gpt::param_shapes;
-use crate::{format_err, io_err, Error, Gpt, GptConfig, Result};
+use crate::{format_err, io_err, Gpt, GptConfig, Result};
 
 /// The config file of a checkpoint folder.
 pub const CONFIG_FILE: &str = "config.json";
@@ -132,15 +132,10 @@ fn sorted_views<'a>(file: &'a SafeTensors) -> Vec<(&'a str, TensorView<'a>)> {
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
     let tmp = temp_path(path);
-    let result = write_synced(&tmp, bytes).and_then(|()| {
-        fs::rename(&tmp, path).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            source: e,
-        })
-    });
-    if result.is_err() {
+    let result = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return result;
+        return Err(io_err(path)(e));
     }
     sync_parent(path);
     Ok(())
@@ -156,14 +151,10 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Creates `path` (which must not exist), writes `bytes` and flushes them to disk.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.write_all(bytes).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = File::options().write(true).create_new(true).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Flushes the folder entry of a rename to disk where the platform allows it (best effort:
@@ -220,12 +211,14 @@ fn to_tensor(path: &Path, name: &str, view: &TensorView) -> Result<Tensor> {
             view.shape(),
         ),
         Dtype::F64 => Tensor::from_vec(decode(data, f64::from_le_bytes), view.shape()),
-        other => return Err(format_err(
-            path,
-            format!(
+        other => {
+            return Err(format_err(
+                path,
+                format!(
                 "tensor `{name}` has unsupported dtype {other} (expected F32, F16, BF16 or F64)"
             ),
-        )),
+            ))
+        }
     };
     t.map_err(|e| format_err(path, format!("tensor `{name}`: {e}")))
 }

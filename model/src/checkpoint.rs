@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use engine::{DType, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
@@ -32,7 +33,9 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 const PREFIX: &str = "transformer.";
 
 /// Saves `model` into the folder `dir` (created if needed): `model.safetensors` first, then
-/// `config.json`, each written atomically. Parameters are stored as f32.
+/// `config.json`, each written atomically. Parameters are stored as f32, and a `dtype` /
+/// `torch_dtype` key the config carries (a bf16 checkpoint's, say) is set to `"float32"` to
+/// say so — HF loads weights in that dtype.
 pub fn save(model: &Gpt, dir: impl AsRef<Path>) -> Result<()> {
     let dir = dir.as_ref();
     fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -42,7 +45,18 @@ pub fn save(model: &Gpt, dir: impl AsRef<Path>) -> Result<()> {
         .map(|(name, t)| (name, t.to_dtype(DType::F32)))
         .collect();
     save_tensors(dir.join(WEIGHTS_FILE), &tensors)?;
-    save_config(&model.config, dir.join(CONFIG_FILE))
+    save_config(&f32_config(&model.config), dir.join(CONFIG_FILE))
+}
+
+/// `config` with any stored-dtype key set to `"float32"`, the dtype [`save`] writes.
+fn f32_config(config: &GptConfig) -> GptConfig {
+    let mut config = config.clone();
+    for key in ["dtype", "torch_dtype"] {
+        if let Some(v) = config.extra.get_mut(key) {
+            *v = "float32".into();
+        }
+    }
+    config
 }
 
 /// Loads the model in the folder `dir` (see the module docs for what is accepted). Its
@@ -50,10 +64,12 @@ pub fn save(model: &Gpt, dir: impl AsRef<Path>) -> Result<()> {
 pub fn load(dir: impl AsRef<Path>) -> Result<Gpt> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
-        return Err(format_err(
-            dir,
-            "not a checkpoint folder (no such directory)",
-        ));
+        let what = if dir.exists() {
+            "not a directory"
+        } else {
+            "no such directory"
+        };
+        return Err(format_err(dir, format!("not a checkpoint folder ({what})")));
     }
     let config = load_config(dir.join(CONFIG_FILE))?;
     let path = dir.join(WEIGHTS_FILE);
@@ -141,13 +157,15 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// `.{name}.tmp.{pid}` beside `path`.
+/// `.{name}.{pid}.{n}.tmp` beside `path`, unique within this process.
 fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 /// Creates `path` (which must not exist), writes `bytes` and flushes them to disk.

@@ -345,7 +345,7 @@ fn a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp."))
+        .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // The checkpoint beside it is untouched.
@@ -365,6 +365,25 @@ fn saving_into_a_file_path_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
-    assert!(checkpoint::save(&tiny_model(), &file).is_err());
+    let err = checkpoint::save(&tiny_model(), &file).unwrap_err();
+    assert!(err.to_string().contains("file"), "{err}");
+    let msg = load_error(&file);
+    assert!(msg.contains("not a directory"), "{msg}");
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+#[test]
+fn a_bf16_configs_dtype_is_rewritten_to_the_f32_it_is_saved_as() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/reference/fixtures/gpt2/tiny_a/model_bf16");
+    let model = checkpoint::load(&src).unwrap();
+    assert_eq!(model.config.extra["dtype"], "bfloat16");
+    checkpoint::save(&model, dir.path()).unwrap();
+    let back = checkpoint::load(dir.path()).unwrap();
+    assert_eq!(back.config.extra["dtype"], "float32");
+    assert_eq!(back.config.n_layer, model.config.n_layer);
+    assert!(params_equal(&back, &model));
+    let tensors = checkpoint::load_tensors(dir.path().join(WEIGHTS_FILE)).unwrap();
+    assert!(tensors.iter().all(|(_, t)| t.dtype() == DType::F32));
 }

@@ -23,6 +23,7 @@ pub struct Args {
 /// Token positions per forward pass when evaluating (bounds the logits' memory).
 const TOKENS_PER_CHUNK: usize = 8192;
 
+/// Prints `loss <value>` for the checkpoint and token file of `args`.
 pub fn run(args: Args) -> Result<()> {
     let model = load_model(&args.model)?;
     let lines = read_token_lines(&args.tokens, &model)?;
@@ -56,9 +57,13 @@ fn mean_loss(model: &Gpt, lines: &[Vec<usize>]) -> Result<f64> {
 /// the longest, padded positions and each line's last position targeted at
 /// [`ops::IGNORE_INDEX`]. Causal attention keeps padding from changing the real positions.
 pub struct Batch {
+    /// Token ids, row-major `[batch, seq]`.
     pub ids: Vec<usize>,
+    /// The next token of each position, or [`ops::IGNORE_INDEX`].
     pub targets: Vec<i64>,
+    /// Number of lines.
     pub batch: usize,
+    /// Length of the longest line.
     pub seq: usize,
     /// Number of counted (non-ignored) targets.
     pub predictions: usize,

@@ -27,6 +27,7 @@ pub struct Args {
     pub out: PathBuf,
 }
 
+/// Computes the loss, logits and gradients for `args` and writes them to `args.out`.
 pub fn run(args: Args) -> Result<()> {
     let model = load_model(&args.model)?;
     let lines = read_token_lines(&args.tokens, &model)?;

@@ -16,6 +16,10 @@ struct Cli {
 enum Command {
     /// Check every op's gradient against finite differences (f64) and print a table.
     Gradcheck(cmd::gradcheck::Args),
+    /// Mean next-token cross-entropy of a checkpoint on a file of token ids (one sequence a line).
+    Eval(cmd::eval::Args),
+    /// The eval loss, its logits and every parameter's gradient, written to a safetensors file.
+    Grads(cmd::grads::Args),
     /// Time each CPU kernel, fast vs reference (and matmul vs the matrixmultiply crate).
     Kernels(cmd::kernels::Args),
 }
@@ -25,6 +29,8 @@ fn main() {
     let result = match cli.command {
         Command::Gradcheck(args) => cmd::gradcheck::run(args),
         Command::Kernels(args) => cmd::kernels::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Grads(args) => cmd::grads::run(args),
     };
     if let Err(e) = result {
         // One line, the whole chain of causes, and a non-zero exit.

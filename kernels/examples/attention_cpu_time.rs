@@ -1,7 +1,7 @@
 //! Times the fast causal attention (B4 H12 T1024 D64) by *on-CPU* time of the calling thread,
 //! which a shared, oversubscribed machine inflates far less than wall time.
 //!
-//!   cargo run --release -p kernels --example attention_cpu_time -- [fwd|bwd] [iters]
+//!   cargo run --release -p kernels --example attention_cpu_time -- [fwd|bwd|fwdbwd] [iters]
 //!
 //! Runs in a 1-thread rayon pool (env NT=n for more; then only the calling thread's CPU time
 //! is counted, so the "cpu" column is meaningful for NT=1 only). Linux only (reads

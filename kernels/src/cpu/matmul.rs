@@ -4,6 +4,10 @@
 //! benchmarks): element (i, j) of a matrix X lives at `x[i * rsx + j * csx]`. A transposed
 //! operand is the same buffer with its strides swapped, so one routine serves A·B, Aᵀ·B,
 //! A·Bᵀ and Aᵀ·Bᵀ without copies.
+//!
+//! The file reads top to bottom: the reference ([`gemm_ref`], [`gemm_batched_ref`]), then the
+//! fast f32 GEMM ([`sgemm`], [`sgemm_batched`]) built from packing routines, microkernels
+//! (scalar, AVX2+FMA, AVX-512, NEON) and the cache-blocked, threaded driver.
 
 use crate::Float;
 
@@ -165,8 +169,9 @@ const BLOCKING_12X32: Blocking = Blocking {
 /// more in rayon hand-offs and duplicated packing than it saves (≈ 128³).
 const PAR_MIN_FLOPS: usize = 1 << 22;
 
-/// A microkernel for MR×NR tiles: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over `kc` steps, with
-/// C row-major (unit column stride, row stride `rsc`). `beta == 0` means C is not read.
+/// A microkernel for MR×NR tiles: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over
+/// `kc` steps, with C row-major (unit column stride, row stride `rsc`). `beta == 0` means C
+/// is not read.
 ///
 /// Safety contract: `a` points to `kc·MR` readable floats, `b` to `kc·NR`, and
 /// `c + i·rsc + j` is writable (and readable when `beta != 0`) for i < MR, j < NR.
@@ -219,9 +224,10 @@ fn pack_a<const MR: usize>(
     }
 }
 
-/// Packs rows `p0..p0+kc`, columns `j0..j0+nc` of B into `ceil(nc/NR)` panels of `kc×NR`
-/// floats: step p of panel q is `B[p0+p, j0+q·NR ..]` for its NR columns. Columns past `nc`
-/// are zero. `first_panel` says which panel of the block `dst` starts at (for parallel packing).
+/// Packs one NR-column panel of B: rows `p0..p0+kc`, columns `j0..j0+min(NR, nc)` (`nc` is
+/// the number of columns left in the block from `j0`) into `kc×NR` floats, step p holding
+/// `B[p0+p, j0 ..]`. Columns past `nc` are zero. One call per panel, so panels can be packed
+/// in parallel.
 #[allow(clippy::too_many_arguments)]
 fn pack_b_panel<const NR: usize>(
     dst: &mut [f32],
@@ -371,61 +377,6 @@ unsafe fn kernel_avx2(
     }
 }
 
-/// NEON microkernel, 6×16: 24 q-register accumulators (of 32); each k step loads four B
-/// vectors and does 24 FMAs by scalar A values.
-///
-/// # Safety
-/// See [`Microkernel`]; additionally the CPU must support NEON.
-#[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "neon")]
-unsafe fn kernel_neon(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    rsc: usize,
-    alpha: f32,
-    beta: f32,
-) {
-    use std::arch::aarch64::*;
-    const MR: usize = AVX2_MR;
-    const NR: usize = AVX2_NR;
-    // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
-    // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
-    // the caller guarantees NEON.
-    unsafe {
-        let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
-        let (mut ap, mut bp) = (a, b);
-        for _ in 0..kc {
-            let bv = [
-                vld1q_f32(bp),
-                vld1q_f32(bp.add(4)),
-                vld1q_f32(bp.add(8)),
-                vld1q_f32(bp.add(12)),
-            ];
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = *ap.add(i);
-                for (r, &bq) in row.iter_mut().zip(bv.iter()) {
-                    *r = vfmaq_n_f32(*r, bq, ai);
-                }
-            }
-            ap = ap.add(MR);
-            bp = bp.add(NR);
-        }
-        for (i, row) in acc.iter().enumerate() {
-            for (q, &r) in row.iter().enumerate() {
-                let dst = c.add(i * rsc + 4 * q);
-                let v = if beta == 0.0 {
-                    vmulq_n_f32(r, alpha)
-                } else {
-                    vfmaq_n_f32(vmulq_n_f32(vld1q_f32(dst), beta), r, alpha)
-                };
-                vst1q_f32(dst, v);
-            }
-        }
-    }
-}
-
 /// AVX-512 microkernel, 12×32: 24 zmm accumulators; each k step loads two B vectors and
 /// broadcasts twelve A values, for 24 FMAs (twice the work per instruction of AVX2).
 ///
@@ -479,6 +430,61 @@ unsafe fn kernel_avx512(
                 let old1 = _mm512_mul_ps(vb, _mm512_loadu_ps(c1));
                 _mm512_storeu_ps(c0, _mm512_fmadd_ps(va, row[0], old0));
                 _mm512_storeu_ps(c1, _mm512_fmadd_ps(va, row[1], old1));
+            }
+        }
+    }
+}
+
+/// NEON microkernel, 6×16: 24 q-register accumulators (of 32); each k step loads four B
+/// vectors and does 24 FMAs by scalar A values.
+///
+/// # Safety
+/// See [`Microkernel`]; additionally the CPU must support NEON.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn kernel_neon(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    use std::arch::aarch64::*;
+    const MR: usize = AVX2_MR;
+    const NR: usize = AVX2_NR;
+    // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
+    // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
+    // the caller guarantees NEON.
+    unsafe {
+        let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            let bv = [
+                vld1q_f32(bp),
+                vld1q_f32(bp.add(4)),
+                vld1q_f32(bp.add(8)),
+                vld1q_f32(bp.add(12)),
+            ];
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = *ap.add(i);
+                for (r, &bq) in row.iter_mut().zip(bv.iter()) {
+                    *r = vfmaq_n_f32(*r, bq, ai);
+                }
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (q, &r) in row.iter().enumerate() {
+                let dst = c.add(i * rsc + 4 * q);
+                let v = if beta == 0.0 {
+                    vmulq_n_f32(r, alpha)
+                } else {
+                    vfmaq_n_f32(vmulq_n_f32(vld1q_f32(dst), beta), r, alpha)
+                };
+                vst1q_f32(dst, v);
             }
         }
     }

@@ -165,9 +165,10 @@ const BLOCKING_12X32: Blocking = Blocking {
     mc: 144,
     nc: 4064,
 };
-/// Below this many flops (2·m·k·n) a GEMM runs on the calling thread: splitting it would cost
-/// more in rayon hand-offs and duplicated packing than it saves (≈ 128³).
-const PAR_MIN_FLOPS: usize = 1 << 22;
+/// Below this many flops (2·m·k·n, ≈ 203³, ~80 µs on one core) a GEMM runs on the calling
+/// thread: splitting it costs two rayon hand-offs per k block, and on the shared 2-core test
+/// machine 128³ and 256×64×256 ran no faster on 2 threads than on 1.
+const PAR_MIN_FLOPS: usize = 1 << 24;
 
 /// A microkernel for MR×NR tiles: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over
 /// `kc` steps, with C row-major (unit column stride, row stride `rsc`). `beta == 0` means C
@@ -600,7 +601,7 @@ fn span(m: usize, n: usize, rs: usize, cs: usize) -> usize {
 
 /// Fast single-precision GEMM (same contract as [`gemm_ref`]): packed operands, cache
 /// blocking, a SIMD microkernel chosen at run time by [`simd_level`], and rayon threads for
-/// large products (below ≈128³ it runs on the calling thread). The result does not depend on
+/// large products (below ≈200³ it runs on the calling thread). The result does not depend on
 /// the number of threads.
 ///
 /// # Panics
@@ -925,8 +926,9 @@ fn tail_mut<T>(x: &mut [T], off: usize) -> &mut [T] {
 
 /// Batched single-precision GEMM: for t in 0..batch, `C_t = alpha·A_t·B_t + beta·C_t`, where
 /// `A_t` starts at `a[t·a_batch_stride]` with strides (rsa, csa), and likewise B and C. A
-/// batch stride of 0 shares one A (or B) across the batch. Small matrices run one per rayon
-/// task (each single-threaded); large ones run one after another, each using all threads.
+/// batch stride of 0 shares one A (or B) across the batch. Small matrices (below the
+/// threading threshold of [`sgemm`]), or at least 4 per thread, run one per rayon task, each
+/// single-threaded; a few large ones run one after another, each using all threads.
 ///
 /// # Panics
 /// If a slice is too short for the last matrix of its batch (see [`sgemm`]).
@@ -956,9 +958,13 @@ pub fn sgemm_batched(
     }
     let isa = Isa::detected();
     let c_span = span(m, n, rsc, csc);
+    // One GEMM per task beats splitting each GEMM (no synchronisation, no shared packing)
+    // whenever there is enough of them to keep every thread busy to the end, or each one is
+    // too small to split anyway.
     let small = 2 * m * k * n < PAR_MIN_FLOPS;
+    let many = batch >= 4 * rayon::current_num_threads();
     if batch > 1
-        && small
+        && (small || many)
         && c_span > 0
         && c_batch_stride >= c_span
         && strides_disjoint(m, n, rsc, csc)
@@ -1204,12 +1210,13 @@ mod tests {
 
     #[test]
     fn one_long_dimension() {
-        // 1000 in each position; large enough to take the threaded path.
+        // 1000 in each position; the last two are large enough to take the threaded path.
         for (m, k, n) in [
             (1000, 65, 33),
             (33, 1000, 65),
             (65, 33, 1000),
-            (1000, 7, 1000),
+            (1000, 100, 100),
+            (100, 90, 1000),
         ] {
             for level in levels() {
                 check(
@@ -1301,7 +1308,7 @@ mod tests {
     #[test]
     fn strided_sub_matrix_of_c() {
         for level in levels() {
-            for (m, k, n) in [(33, 65, 127), (200, 70, 150)] {
+            for (m, k, n) in [(33, 65, 127), (300, 200, 150)] {
                 // Row-major C inside a wider buffer, column-major C, and C with no unit stride.
                 for (rsc, csc) in [(n + 5, 1), (1, m + 3), (2 * n + 1, 2)] {
                     let case = Case {
@@ -1547,8 +1554,14 @@ mod tests {
     #[test]
     fn batched_large_and_shared_a() {
         // Large matrices: one after another, each threaded; A shared (stride 0).
-        check_batched(3, 200, 130, 190, 0, 130 * 190, false, 0.5);
-        check_batched(2, 129, 257, 140, 129 * 257, 257 * 140, true, 0.0);
+        check_batched(3, 200, 230, 190, 0, 230 * 190, false, 0.5);
+        check_batched(2, 129, 457, 145, 129 * 457, 457 * 145, true, 0.0);
+    }
+
+    #[test]
+    fn batched_many_large() {
+        // Large enough to be threaded on its own, but numerous: parallel over the batch.
+        check_batched(9, 200, 150, 300, 200 * 150, 0, false, 0.0);
     }
 
     #[test]

@@ -590,6 +590,11 @@ fn strides_disjoint(m: usize, n: usize, rs: usize, cs: usize) -> bool {
     cs > 0 && rs > (n - 1) * cs || rs > 0 && cs > (m - 1) * rs
 }
 
+/// 2·m·k·n, saturating (only compared against thresholds).
+fn flops(m: usize, k: usize, n: usize) -> usize {
+    (2 * m).saturating_mul(k).saturating_mul(n)
+}
+
 /// Smallest slice length holding every element of an m×n matrix with strides (rs, cs).
 fn span(m: usize, n: usize, rs: usize, cs: usize) -> usize {
     if m == 0 || n == 0 {
@@ -603,6 +608,11 @@ fn span(m: usize, n: usize, rs: usize, cs: usize) -> usize {
 /// blocking, a SIMD microkernel chosen at run time by [`simd_level`], and rayon threads for
 /// large products (below ≈200³ it runs on the calling thread). The result does not depend on
 /// the number of threads.
+///
+/// Kernels: AVX-512 (12×32 tiles) on x86-64 CPUs that have it, unless the environment
+/// variable `FERROCHAT_NO_AVX512` is set; else AVX2+FMA (6×16); NEON (6×16) on aarch64;
+/// scalar when `FERROCHAT_SIMD=scalar` or nothing else fits. Each thread that runs a GEMM
+/// keeps its packing buffers (up to ≈6 MiB for B, ≈220 KiB for A) for reuse.
 ///
 /// # Panics
 /// If a slice is too short for its matrix, i.e. `a.len() < (m-1)·rsa + (k-1)·csa + 1` (and
@@ -692,7 +702,7 @@ fn sgemm_with(
             isa, threads, n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc,
         );
     }
-    let nthreads = if threads && 2 * m * k * n >= PAR_MIN_FLOPS && strides_disjoint(m, n, rsc, csc)
+    let nthreads = if threads && flops(m, k, n) >= PAR_MIN_FLOPS && strides_disjoint(m, n, rsc, csc)
     {
         rayon::current_num_threads()
     } else {
@@ -961,7 +971,7 @@ pub fn sgemm_batched(
     // One GEMM per task beats splitting each GEMM (no synchronisation, no shared packing)
     // whenever there is enough of them to keep every thread busy to the end, or each one is
     // too small to split anyway.
-    let small = 2 * m * k * n < PAR_MIN_FLOPS;
+    let small = flops(m, k, n) < PAR_MIN_FLOPS;
     let many = batch >= 4 * rayon::current_num_threads();
     if batch > 1
         && (small || many)

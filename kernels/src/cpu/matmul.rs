@@ -4,6 +4,10 @@
 //! benchmarks): element (i, j) of a matrix X lives at `x[i * rsx + j * csx]`. A transposed
 //! operand is the same buffer with its strides swapped, so one routine serves A·B, Aᵀ·B,
 //! A·Bᵀ and Aᵀ·Bᵀ without copies.
+//!
+//! The file reads top to bottom: the reference ([`gemm_ref`], [`gemm_batched_ref`]), then the
+//! fast f32 GEMM ([`sgemm`], [`sgemm_batched`]) built from packing routines, microkernels
+//! (scalar, AVX2+FMA, AVX-512, NEON) and the cache-blocked, threaded driver.
 
 use crate::Float;
 
@@ -161,12 +165,19 @@ const BLOCKING_12X32: Blocking = Blocking {
     mc: 144,
     nc: 4064,
 };
-/// Below this many flops (2·m·k·n) a GEMM runs on the calling thread: splitting it would cost
-/// more in rayon hand-offs and duplicated packing than it saves (≈ 128³).
-const PAR_MIN_FLOPS: usize = 1 << 22;
+/// Below this many flops (2·m·k·n, ≈ 203³, ~80 µs on one core) a GEMM runs on the calling
+/// thread: splitting it costs two rayon hand-offs per k block, and on the shared 2-core test
+/// machine 128³ and 256×64×256 ran no faster on 2 threads than on 1.
+const PAR_MIN_FLOPS: usize = 1 << 24;
 
-/// A microkernel for MR×NR tiles: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over `kc` steps, with
-/// C row-major (unit column stride, row stride `rsc`). `beta == 0` means C is not read.
+/// A packed B block smaller than this many floats (1 MiB) is packed by one thread: a second
+/// parallel region per k block costs more than it saves there (256³ measured 5–20% faster
+/// packing B on one thread; larger blocks were even or better packed in parallel).
+const PAR_PACK_B_MIN: usize = 1 << 18;
+
+/// A microkernel for MR×NR tiles: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over
+/// `kc` steps, with C row-major (unit column stride, row stride `rsc`). `beta == 0` means C
+/// is not read.
 ///
 /// Safety contract: `a` points to `kc·MR` readable floats, `b` to `kc·NR`, and
 /// `c + i·rsc + j` is writable (and readable when `beta != 0`) for i < MR, j < NR.
@@ -219,9 +230,10 @@ fn pack_a<const MR: usize>(
     }
 }
 
-/// Packs rows `p0..p0+kc`, columns `j0..j0+nc` of B into `ceil(nc/NR)` panels of `kc×NR`
-/// floats: step p of panel q is `B[p0+p, j0+q·NR ..]` for its NR columns. Columns past `nc`
-/// are zero. `first_panel` says which panel of the block `dst` starts at (for parallel packing).
+/// Packs one NR-column panel of B: rows `p0..p0+kc`, columns `j0..j0+min(NR, nc)` (`nc` is
+/// the number of columns left in the block from `j0`) into `kc×NR` floats, step p holding
+/// `B[p0+p, j0 ..]`. Columns past `nc` are zero. One call per panel, so panels can be packed
+/// in parallel.
 #[allow(clippy::too_many_arguments)]
 fn pack_b_panel<const NR: usize>(
     dst: &mut [f32],
@@ -371,61 +383,6 @@ unsafe fn kernel_avx2(
     }
 }
 
-/// NEON microkernel, 6×16: 24 q-register accumulators (of 32); each k step loads four B
-/// vectors and does 24 FMAs by scalar A values.
-///
-/// # Safety
-/// See [`Microkernel`]; additionally the CPU must support NEON.
-#[cfg(target_arch = "aarch64")]
-#[target_feature(enable = "neon")]
-unsafe fn kernel_neon(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    rsc: usize,
-    alpha: f32,
-    beta: f32,
-) {
-    use std::arch::aarch64::*;
-    const MR: usize = AVX2_MR;
-    const NR: usize = AVX2_NR;
-    // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
-    // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
-    // the caller guarantees NEON.
-    unsafe {
-        let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
-        let (mut ap, mut bp) = (a, b);
-        for _ in 0..kc {
-            let bv = [
-                vld1q_f32(bp),
-                vld1q_f32(bp.add(4)),
-                vld1q_f32(bp.add(8)),
-                vld1q_f32(bp.add(12)),
-            ];
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = *ap.add(i);
-                for (r, &bq) in row.iter_mut().zip(bv.iter()) {
-                    *r = vfmaq_n_f32(*r, bq, ai);
-                }
-            }
-            ap = ap.add(MR);
-            bp = bp.add(NR);
-        }
-        for (i, row) in acc.iter().enumerate() {
-            for (q, &r) in row.iter().enumerate() {
-                let dst = c.add(i * rsc + 4 * q);
-                let v = if beta == 0.0 {
-                    vmulq_n_f32(r, alpha)
-                } else {
-                    vfmaq_n_f32(vmulq_n_f32(vld1q_f32(dst), beta), r, alpha)
-                };
-                vst1q_f32(dst, v);
-            }
-        }
-    }
-}
-
 /// AVX-512 microkernel, 12×32: 24 zmm accumulators; each k step loads two B vectors and
 /// broadcasts twelve A values, for 24 FMAs (twice the work per instruction of AVX2).
 ///
@@ -479,6 +436,61 @@ unsafe fn kernel_avx512(
                 let old1 = _mm512_mul_ps(vb, _mm512_loadu_ps(c1));
                 _mm512_storeu_ps(c0, _mm512_fmadd_ps(va, row[0], old0));
                 _mm512_storeu_ps(c1, _mm512_fmadd_ps(va, row[1], old1));
+            }
+        }
+    }
+}
+
+/// NEON microkernel, 6×16: 24 q-register accumulators (of 32); each k step loads four B
+/// vectors and does 24 FMAs by scalar A values.
+///
+/// # Safety
+/// See [`Microkernel`]; additionally the CPU must support NEON.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn kernel_neon(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    use std::arch::aarch64::*;
+    const MR: usize = AVX2_MR;
+    const NR: usize = AVX2_NR;
+    // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
+    // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
+    // the caller guarantees NEON.
+    unsafe {
+        let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            let bv = [
+                vld1q_f32(bp),
+                vld1q_f32(bp.add(4)),
+                vld1q_f32(bp.add(8)),
+                vld1q_f32(bp.add(12)),
+            ];
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = *ap.add(i);
+                for (r, &bq) in row.iter_mut().zip(bv.iter()) {
+                    *r = vfmaq_n_f32(*r, bq, ai);
+                }
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (q, &r) in row.iter().enumerate() {
+                let dst = c.add(i * rsc + 4 * q);
+                let v = if beta == 0.0 {
+                    vmulq_n_f32(r, alpha)
+                } else {
+                    vfmaq_n_f32(vmulq_n_f32(vld1q_f32(dst), beta), r, alpha)
+                };
+                vst1q_f32(dst, v);
             }
         }
     }
@@ -583,6 +595,11 @@ fn strides_disjoint(m: usize, n: usize, rs: usize, cs: usize) -> bool {
     cs > 0 && rs > (n - 1) * cs || rs > 0 && cs > (m - 1) * rs
 }
 
+/// 2·m·k·n, saturating (only compared against thresholds).
+fn flops(m: usize, k: usize, n: usize) -> usize {
+    (2 * m).saturating_mul(k).saturating_mul(n)
+}
+
 /// Smallest slice length holding every element of an m×n matrix with strides (rs, cs).
 fn span(m: usize, n: usize, rs: usize, cs: usize) -> usize {
     if m == 0 || n == 0 {
@@ -594,8 +611,13 @@ fn span(m: usize, n: usize, rs: usize, cs: usize) -> usize {
 
 /// Fast single-precision GEMM (same contract as [`gemm_ref`]): packed operands, cache
 /// blocking, a SIMD microkernel chosen at run time by [`simd_level`], and rayon threads for
-/// large products (below ≈128³ it runs on the calling thread). The result does not depend on
+/// large products (below ≈200³ it runs on the calling thread). The result does not depend on
 /// the number of threads.
+///
+/// Kernels: AVX-512 (12×32 tiles) on x86-64 CPUs that have it, unless the environment
+/// variable `FERROCHAT_NO_AVX512` is set; else AVX2+FMA (6×16); NEON (6×16) on aarch64;
+/// scalar when `FERROCHAT_SIMD=scalar` or nothing else fits. Each thread that runs a GEMM
+/// keeps its packing buffers (up to ≈6 MiB for B, ≈220 KiB for A) for reuse.
 ///
 /// # Panics
 /// If a slice is too short for its matrix, i.e. `a.len() < (m-1)·rsa + (k-1)·csa + 1` (and
@@ -685,7 +707,7 @@ fn sgemm_with(
             isa, threads, n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc,
         );
     }
-    let nthreads = if threads && 2 * m * k * n >= PAR_MIN_FLOPS && strides_disjoint(m, n, rsc, csc)
+    let nthreads = if threads && flops(m, k, n) >= PAR_MIN_FLOPS && strides_disjoint(m, n, rsc, csc)
     {
         rayon::current_num_threads()
     } else {
@@ -763,79 +785,80 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize>(
     nthreads: usize,
 ) {
     let (m, k, n) = (g.m, g.k, g.n);
-    with_scratch(
-        &PACK_B,
-        blk.kc * n.min(blk.nc).next_multiple_of(NR),
-        |bpack| {
-            for jc in (0..n).step_by(blk.nc) {
-                let nc = blk.nc.min(n - jc);
-                let npanels = nc.div_ceil(NR);
-                for pc in (0..k).step_by(blk.kc) {
-                    let kc = blk.kc.min(k - pc);
-                    // Pack the kc×nc block of B, one NR-column panel per chunk.
-                    let bp = &mut bpack[..npanels * kc * NR];
-                    let pack = |(q, dst): (usize, &mut [f32])| {
-                        pack_b_panel::<NR>(dst, g.b, g.rsb, g.csb, pc, kc, jc + q * NR, nc - q * NR)
-                    };
-                    if nthreads > 1 {
-                        bp.par_chunks_mut(kc * NR).enumerate().for_each(pack);
-                    } else {
-                        bp.chunks_mut(kc * NR).enumerate().for_each(pack);
-                    }
-                    let bp = &*bp;
-                    // After the first k block, C already holds alpha·(partial sum): accumulate.
-                    let beta = if pc == 0 { g.beta } else { 1.0 };
+    // Equal-sized blocks of at most kc (resp. nc, in whole NR panels), so no short last
+    // block wastes a pass (k = 2048 runs as 6×342, not 5×384 + 128). Depends only on the
+    // shape, never on the thread count.
+    let kc_step = k.div_ceil(k.div_ceil(blk.kc));
+    let nc_step = n.div_ceil(n.div_ceil(blk.nc)).next_multiple_of(NR);
+    with_scratch(&PACK_B, kc_step * nc_step, |bpack| {
+        for jc in (0..n).step_by(nc_step) {
+            let nc = nc_step.min(n - jc);
+            let npanels = nc.div_ceil(NR);
+            for pc in (0..k).step_by(kc_step) {
+                let kc = kc_step.min(k - pc);
+                // Pack the kc×nc block of B, one NR-column panel per chunk.
+                let bp = &mut bpack[..npanels * kc * NR];
+                let pack = |(q, dst): (usize, &mut [f32])| {
+                    pack_b_panel::<NR>(dst, g.b, g.rsb, g.csb, pc, kc, jc + q * NR, nc - q * NR)
+                };
+                if nthreads > 1 && bp.len() >= PAR_PACK_B_MIN {
+                    bp.par_chunks_mut(kc * NR).enumerate().for_each(pack);
+                } else {
+                    bp.chunks_mut(kc * NR).enumerate().for_each(pack);
+                }
+                let bp = &*bp;
+                // After the first k block, C already holds alpha·(partial sum): accumulate.
+                let beta = if pc == 0 { g.beta } else { 1.0 };
 
-                    // Split m into row blocks of at most mc rows (a multiple of MR), as many as
-                    // the threads need; if there are fewer blocks than threads, also split the
-                    // B panels (the jr loop) between them.
-                    let mut blocks = m.div_ceil(blk.mc);
-                    if nthreads > 1 {
-                        blocks = blocks.next_multiple_of(nthreads).min(m.div_ceil(MR));
+                // Split m into row blocks of at most mc rows (a multiple of MR), as many as
+                // the threads need; if there are fewer blocks than threads, also split the
+                // B panels (the jr loop) between them.
+                let mut blocks = m.div_ceil(blk.mc);
+                if nthreads > 1 {
+                    blocks = blocks.next_multiple_of(nthreads).min(m.div_ceil(MR));
+                }
+                let mc = m.div_ceil(blocks).next_multiple_of(MR);
+                let blocks = m.div_ceil(mc);
+                let jsplits = nthreads.div_ceil(blocks).min(npanels);
+                let per_split = npanels.div_ceil(jsplits);
+                let task = |t: usize| {
+                    let (ib, js) = (t / jsplits, t % jsplits);
+                    let i0 = ib * mc;
+                    let mcb = mc.min(m - i0);
+                    let q0 = js * per_split;
+                    let q1 = npanels.min(q0 + per_split);
+                    if q0 >= q1 {
+                        return;
                     }
-                    let mc = m.div_ceil(blocks).next_multiple_of(MR);
-                    let blocks = m.div_ceil(mc);
-                    let jsplits = nthreads.div_ceil(blocks).min(npanels);
-                    let per_split = npanels.div_ceil(jsplits);
-                    let task = |t: usize| {
-                        let (ib, js) = (t / jsplits, t % jsplits);
-                        let i0 = ib * mc;
-                        let mcb = mc.min(m - i0);
-                        let q0 = js * per_split;
-                        let q1 = npanels.min(q0 + per_split);
-                        if q0 >= q1 {
-                            return;
-                        }
-                        with_scratch(&PACK_A, mcb.div_ceil(MR) * MR * kc, |apack| {
-                            pack_a::<MR>(apack, g.a, g.rsa, g.csa, i0, mcb, pc, kc);
-                            // SAFETY: this task is the only writer of rows i0..i0+mcb, columns
-                            // jc+q0·NR..jc+q1·NR of C; the rest is the caller's contract.
-                            unsafe {
-                                macro_kernel::<MR, NR>(
-                                    g,
-                                    kernel,
-                                    kc,
-                                    apack,
-                                    bp,
-                                    i0,
-                                    mcb,
-                                    jc,
-                                    q0..q1,
-                                    beta,
-                                )
-                            };
-                        });
-                    };
-                    let ntasks = blocks * jsplits;
-                    if nthreads > 1 && ntasks > 1 {
-                        (0..ntasks).into_par_iter().for_each(task);
-                    } else {
-                        (0..ntasks).for_each(task);
-                    }
+                    with_scratch(&PACK_A, mcb.div_ceil(MR) * MR * kc, |apack| {
+                        pack_a::<MR>(apack, g.a, g.rsa, g.csa, i0, mcb, pc, kc);
+                        // SAFETY: this task is the only writer of rows i0..i0+mcb, columns
+                        // jc+q0·NR..jc+q1·NR of C; the rest is the caller's contract.
+                        unsafe {
+                            macro_kernel::<MR, NR>(
+                                g,
+                                kernel,
+                                kc,
+                                apack,
+                                bp,
+                                i0,
+                                mcb,
+                                jc,
+                                q0..q1,
+                                beta,
+                            )
+                        };
+                    });
+                };
+                let ntasks = blocks * jsplits;
+                if nthreads > 1 && ntasks > 1 {
+                    (0..ntasks).into_par_iter().for_each(task);
+                } else {
+                    (0..ntasks).for_each(task);
                 }
             }
-        },
-    );
+        }
+    });
 }
 
 /// The two inner loops: for each B micro-panel `q` in `panels` (columns `jc + q·NR ..`), for
@@ -918,8 +941,9 @@ fn tail_mut<T>(x: &mut [T], off: usize) -> &mut [T] {
 
 /// Batched single-precision GEMM: for t in 0..batch, `C_t = alpha·A_t·B_t + beta·C_t`, where
 /// `A_t` starts at `a[t·a_batch_stride]` with strides (rsa, csa), and likewise B and C. A
-/// batch stride of 0 shares one A (or B) across the batch. Small matrices run one per rayon
-/// task (each single-threaded); large ones run one after another, each using all threads.
+/// batch stride of 0 shares one A (or B) across the batch. Small matrices (below the
+/// threading threshold of [`sgemm`]), or at least 4 per thread, run one per rayon task, each
+/// single-threaded; a few large ones run one after another, each using all threads.
 ///
 /// # Panics
 /// If a slice is too short for the last matrix of its batch (see [`sgemm`]).
@@ -949,9 +973,13 @@ pub fn sgemm_batched(
     }
     let isa = Isa::detected();
     let c_span = span(m, n, rsc, csc);
-    let small = 2 * m * k * n < PAR_MIN_FLOPS;
+    // One GEMM per task beats splitting each GEMM (no synchronisation, no shared packing)
+    // whenever there is enough of them to keep every thread busy to the end, or each one is
+    // too small to split anyway.
+    let small = flops(m, k, n) < PAR_MIN_FLOPS;
+    let many = batch >= 4 * rayon::current_num_threads();
     if batch > 1
-        && small
+        && (small || many)
         && c_span > 0
         && c_batch_stride >= c_span
         && strides_disjoint(m, n, rsc, csc)
@@ -1197,12 +1225,13 @@ mod tests {
 
     #[test]
     fn one_long_dimension() {
-        // 1000 in each position; large enough to take the threaded path.
+        // 1000 in each position; the last two are large enough to take the threaded path.
         for (m, k, n) in [
             (1000, 65, 33),
             (33, 1000, 65),
             (65, 33, 1000),
-            (1000, 7, 1000),
+            (1000, 100, 100),
+            (100, 90, 1000),
         ] {
             for level in levels() {
                 check(
@@ -1213,6 +1242,27 @@ mod tests {
                     7,
                 );
             }
+        }
+    }
+
+    #[test]
+    fn several_blocks_in_every_dimension() {
+        // n > nc (two column blocks of B), k > kc (accumulation across k blocks), m > mc.
+        for level in levels() {
+            for (ta, tb) in [(false, false), (true, true)] {
+                let case = Case {
+                    beta: 0.5,
+                    ..Case::dense(7, 300, 4200, ta, tb)
+                };
+                check(&case, level, true, None, 41);
+            }
+            check(
+                &Case::dense(300, 700, 20, false, true),
+                level,
+                true,
+                Some(f32::NAN),
+                43,
+            );
         }
     }
 
@@ -1273,7 +1323,7 @@ mod tests {
     #[test]
     fn strided_sub_matrix_of_c() {
         for level in levels() {
-            for (m, k, n) in [(33, 65, 127), (200, 70, 150)] {
+            for (m, k, n) in [(33, 65, 127), (300, 200, 150)] {
                 // Row-major C inside a wider buffer, column-major C, and C with no unit stride.
                 for (rsc, csc) in [(n + 5, 1), (1, m + 3), (2 * n + 1, 2)] {
                     let case = Case {
@@ -1519,8 +1569,14 @@ mod tests {
     #[test]
     fn batched_large_and_shared_a() {
         // Large matrices: one after another, each threaded; A shared (stride 0).
-        check_batched(3, 200, 130, 190, 0, 130 * 190, false, 0.5);
-        check_batched(2, 129, 257, 140, 129 * 257, 257 * 140, true, 0.0);
+        check_batched(3, 200, 230, 190, 0, 230 * 190, false, 0.5);
+        check_batched(2, 129, 457, 145, 129 * 457, 457 * 145, true, 0.0);
+    }
+
+    #[test]
+    fn batched_many_large() {
+        // Large enough to be threaded on its own, but numerous: parallel over the batch.
+        check_batched(9, 200, 150, 300, 200 * 150, 0, false, 0.0);
     }
 
     #[test]

@@ -20,6 +20,13 @@ enum Command {
     Eval(cmd::eval::Args),
     /// The eval loss, its logits and every parameter's gradient, written to a safetensors file.
     Grads(cmd::grads::Args),
+    /// Write the embedded task world of a seed: pretraining corpus and demonstrations.
+    World(cmd::world::Args),
+    /// Pretrain a GPT-2 on a text file (presets tiny and small), with exact --resume.
+    Pretrain(Box<cmd::pretrain::Args>),
+    /// Train a byte-level BPE tokenizer, or encode text with one.
+    #[command(subcommand)]
+    Tokenizer(cmd::tokenizer::Args),
     /// Time each CPU kernel, fast vs reference (and matmul vs the matrixmultiply crate).
     Kernels(cmd::kernels::Args),
 }
@@ -31,6 +38,9 @@ fn main() {
         Command::Kernels(args) => cmd::kernels::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Grads(args) => cmd::grads::run(args),
+        Command::Pretrain(args) => cmd::pretrain::run(*args),
+        Command::World(args) => cmd::world::run(args),
+        Command::Tokenizer(args) => cmd::tokenizer::run(args),
     };
     if let Err(e) = result {
         // One line, the whole chain of causes, and a non-zero exit.

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod gpt;
+pub mod pretrain;
 pub mod tokenizer;
 pub mod train;
 
@@ -20,6 +21,9 @@ pub enum Error {
     /// An engine error (a shape, an index, a dtype).
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    /// A tokenizer error (its files, an unknown id).
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::TokenizerError),
     /// A file that could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -4,3 +4,6 @@ pub mod eval;
 pub mod gradcheck;
 pub mod grads;
 pub mod kernels;
+pub mod pretrain;
+pub mod tokenizer;
+pub mod world;

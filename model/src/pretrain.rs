@@ -1,0 +1,385 @@
+//! Pretraining a GPT from a text file: the tokenizer (trained if the run has none), token
+//! windows with a train/validation split, the training loop with periodic validation,
+//! samples and checkpoints, and exact resumption.
+//!
+//! A run folder holds `config.json` + `model.safetensors` (an HF GPT-2 checkpoint), the
+//! tokenizer (`vocab.json`, `merges.txt`, ...), `trainer_state.json` + `optimizer.safetensors`
+//! (step, random generator state, AdamW moments: what resuming needs), and `metrics.jsonl`
+//! (one JSON object per step, validation and sample).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use engine::{no_grad, ops, DType, Rng, Storage, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::tokenizer::{Tokenizer, DEFAULT_SPECIAL_TOKENS};
+use crate::train::{evaluate, StepStats, TokenData, TrainConfig, Trainer};
+use crate::{format_err, io_err, Error, Gpt, GptConfig, Result};
+
+/// The model's shape and dropout for a new run.
+#[derive(Clone, Debug)]
+pub struct ModelShape {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub dropout: f64,
+}
+
+/// Everything a pretraining run needs.
+#[derive(Clone, Debug)]
+pub struct PretrainOptions {
+    /// The training text.
+    pub data: PathBuf,
+    /// The run folder (created if needed).
+    pub out: PathBuf,
+    /// A run folder to continue from (its model, tokenizer, optimizer and generator state).
+    pub resume: Option<PathBuf>,
+    pub shape: ModelShape,
+    pub train: TrainConfig,
+    /// Fraction of the tokens held out for validation (taken from the end of the data).
+    pub val_fraction: f64,
+    /// Validate every this many steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Validation batches per evaluation.
+    pub eval_batches: usize,
+    /// Print a sample every this many steps (0 = never).
+    pub sample_every: u64,
+    /// The prompt samples start from.
+    pub sample_prompt: String,
+    /// Save a checkpoint every this many steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    pub seed: u64,
+    /// Stop after this many steps in this invocation (the schedule still spans
+    /// `train.steps`), as if the run were interrupted; resume continues it.
+    pub stop_after: Option<u64>,
+}
+
+/// What the loop reports as it goes (the CLI draws a progress bar from these).
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The run is about to start at `step` of `total`.
+    Start {
+        step: u64,
+        total: u64,
+        params: usize,
+        train_tokens: usize,
+        val_tokens: usize,
+    },
+    /// A tokenizer was trained for this run.
+    TokenizerTrained { vocab_size: usize },
+    /// One optimizer step.
+    Step {
+        stats: StepStats,
+        tokens_per_sec: f64,
+    },
+    /// A validation loss.
+    Eval { step: u64, val_loss: f64 },
+    /// A sampled continuation of the sample prompt.
+    Sample { step: u64, text: String },
+    /// A checkpoint was written.
+    Checkpoint { step: u64 },
+}
+
+/// The saved state of the trainer besides the model and the AdamW moments.
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    adamw_step: u64,
+    rng: [u64; 4],
+    total_steps: u64,
+    seed: u64,
+}
+
+const TRAINER_STATE: &str = "trainer_state.json";
+const OPTIMIZER: &str = "optimizer.safetensors";
+/// The run's metrics, one JSON object per line.
+pub const METRICS: &str = "metrics.jsonl";
+
+/// Runs (or resumes) pretraining; returns the final validation loss.
+pub fn run(opts: &PretrainOptions, mut on_event: impl FnMut(Event)) -> Result<f64> {
+    let text = std::fs::read_to_string(&opts.data).map_err(io_err(&opts.data))?;
+    if text.trim().is_empty() {
+        return Err(format_err(&opts.data, "the data file is empty"));
+    }
+    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+    let tokenizer = tokenizer_for_run(opts, &text, &mut on_event)?;
+    let tokens = tokenizer.encode(&text);
+    let seq = opts.train.seq_len;
+    let data = TokenData::split(tokens, opts.val_fraction, seq)
+        .map_err(|e| format_err(&opts.data, e.to_string()))?;
+
+    let (mut model, mut trainer, mut rng) = match &opts.resume {
+        Some(dir) => resume(dir, opts)?,
+        None => {
+            let mut rng = Rng::new(opts.seed);
+            let model = Gpt::new(new_config(&opts.shape, tokenizer.vocab_size()), &mut rng)?;
+            (model, Trainer::new(opts.train.clone()), rng)
+        }
+    };
+    if model.config.vocab_size < tokenizer.vocab_size() {
+        return Err(Error::Invalid(format!(
+            "the model's vocabulary ({}) is smaller than the tokenizer's ({})",
+            model.config.vocab_size,
+            tokenizer.vocab_size()
+        )));
+    }
+    if seq > model.config.n_positions {
+        return Err(Error::Invalid(format!(
+            "sequence length {seq} is longer than the model's context ({})",
+            model.config.n_positions
+        )));
+    }
+    let metrics_path = opts.out.join(METRICS);
+    truncate_metrics(&metrics_path, trainer.step)?;
+    let mut metrics = Metrics::open(&metrics_path)?;
+    let val = data.val_batches(opts.eval_batches.max(1), opts.train.batch_size, seq);
+    on_event(Event::Start {
+        step: trainer.step,
+        total: opts.train.steps,
+        params: model.config.num_params(),
+        train_tokens: data.train.len(),
+        val_tokens: data.val.len(),
+    });
+
+    let end = match opts.stop_after {
+        Some(n) => (trainer.step + n).min(opts.train.steps),
+        None => opts.train.steps,
+    };
+    let every = |n: u64, step: u64| n > 0 && step.is_multiple_of(n);
+    while trainer.step < end {
+        let started = std::time::Instant::now();
+        let batches: Vec<_> = (0..opts.train.grad_accum.max(1))
+            .map(|_| data.random_batch(&mut rng, opts.train.batch_size, seq))
+            .collect();
+        let stats = trainer.step(&mut model, &batches, &mut rng)?;
+        let tokens_per_sec = stats.tokens as f64 / started.elapsed().as_secs_f64();
+        metrics.write(&serde_json::json!({
+            "step": stats.step, "loss": stats.loss, "lr": stats.lr,
+            "grad_norm": stats.grad_norm, "tokens_per_sec": tokens_per_sec,
+        }))?;
+        on_event(Event::Step {
+            stats,
+            tokens_per_sec,
+        });
+        let step = trainer.step;
+        if every(opts.eval_every, step) || step == opts.train.steps {
+            let val_loss = evaluate(&model, &val)?;
+            metrics.write(&serde_json::json!({"step": step, "val_loss": val_loss}))?;
+            on_event(Event::Eval { step, val_loss });
+        }
+        if every(opts.sample_every, step) {
+            let text = sample(
+                &model,
+                &tokenizer,
+                &opts.sample_prompt,
+                48,
+                opts.seed ^ step,
+            )?;
+            metrics.write(&serde_json::json!({"step": step, "sample": text}))?;
+            on_event(Event::Sample { step, text });
+        }
+        if every(opts.checkpoint_every, step) || step == end {
+            save_run(&opts.out, &model, &trainer, &rng, opts.seed)?;
+            on_event(Event::Checkpoint { step });
+        }
+    }
+    evaluate(&model, &val)
+}
+
+/// A config for a new model of `shape` (the vocabulary is at least the tokenizer's).
+fn new_config(shape: &ModelShape, tokenizer_vocab: usize) -> GptConfig {
+    let mut c = GptConfig::new(
+        shape.vocab_size.max(tokenizer_vocab),
+        shape.n_positions,
+        shape.n_embd,
+        shape.n_layer,
+        shape.n_head,
+    );
+    c.resid_pdrop = shape.dropout;
+    c.embd_pdrop = shape.dropout;
+    c.attn_pdrop = shape.dropout;
+    c
+}
+
+/// The run's tokenizer: the resumed run's, else one already in the output folder, else one
+/// trained on the data (and saved there).
+fn tokenizer_for_run(
+    opts: &PretrainOptions,
+    text: &str,
+    on_event: &mut impl FnMut(Event),
+) -> Result<Tokenizer> {
+    for dir in opts.resume.iter().chain(std::iter::once(&opts.out)) {
+        if dir.join("vocab.json").exists() {
+            let tok = Tokenizer::load(dir)?;
+            if dir != &opts.out {
+                tok.save(&opts.out)?;
+            }
+            return Ok(tok);
+        }
+    }
+    let tok = Tokenizer::train(text, opts.shape.vocab_size, &DEFAULT_SPECIAL_TOKENS)?;
+    tok.save(&opts.out)?;
+    on_event(Event::TokenizerTrained {
+        vocab_size: tok.vocab_size(),
+    });
+    Ok(tok)
+}
+
+/// Writes the model, the optimizer moments and the trainer state (each file atomically).
+pub fn save_run(dir: &Path, model: &Gpt, trainer: &Trainer, rng: &Rng, seed: u64) -> Result<()> {
+    checkpoint::save(model, dir)?;
+    let mut moments = Vec::new();
+    for ((name, p), (m, v)) in model.named_params().into_iter().zip(&trainer.opt.state) {
+        moments.push((
+            format!("m.{name}"),
+            Tensor::from_storage(m.clone(), p.shape())?,
+        ));
+        moments.push((
+            format!("v.{name}"),
+            Tensor::from_storage(v.clone(), p.shape())?,
+        ));
+    }
+    checkpoint::save_tensors(dir.join(OPTIMIZER), &moments)?;
+    let state = TrainerState {
+        step: trainer.step,
+        adamw_step: trainer.opt.step,
+        rng: rng.state(),
+        total_steps: trainer.config.steps,
+        seed,
+    };
+    let json = serde_json::to_string_pretty(&state).expect("plain data serialises");
+    checkpoint::write_atomic(dir.join(TRAINER_STATE), json.as_bytes())
+}
+
+/// Loads a run folder written by [`save_run`]: the model, a trainer at its step with its
+/// AdamW moments, and the random generator where it was.
+fn resume(dir: &Path, opts: &PretrainOptions) -> Result<(Gpt, Trainer, Rng)> {
+    let model = checkpoint::load(dir)?;
+    let state_path = dir.join(TRAINER_STATE);
+    let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).map_err(|e| format_err(&state_path, e.to_string()))?;
+    let opt_path = dir.join(OPTIMIZER);
+    let mut saved: std::collections::HashMap<String, Tensor> =
+        checkpoint::load_tensors(&opt_path)?.into_iter().collect();
+    let mut trainer = Trainer::new(opts.train.clone());
+    trainer.step = state.step;
+    trainer.opt.step = state.adamw_step;
+    for (name, p) in model.named_params() {
+        let mut take = |prefix: &str| -> Result<Storage> {
+            let key = format!("{prefix}.{name}");
+            let t = saved
+                .remove(&key)
+                .ok_or_else(|| format_err(&opt_path, format!("missing tensor {key}")))?;
+            if t.shape() != p.shape() {
+                return Err(format_err(
+                    &opt_path,
+                    format!("{key} has shape {:?}, expected {:?}", t.shape(), p.shape()),
+                ));
+            }
+            Ok(t.to_dtype(DType::F32).storage().clone())
+        };
+        let (m, v) = (take("m")?, take("v")?);
+        trainer.opt.state.push((m, v));
+    }
+    Ok((model, trainer, Rng::from_state(state.rng)))
+}
+
+/// Drops metric lines of steps after `step` (written by a run that was interrupted after its
+/// last checkpoint), so a resumed run's metrics read as one run.
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    checkpoint::write_atomic(path, kept.as_bytes())
+}
+
+/// Appends JSON lines to the metrics file, flushing each so a killed run loses nothing.
+struct Metrics {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Metrics {
+    fn open(path: &Path) -> Result<Metrics> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        Ok(Metrics {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn write(&mut self, value: &serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}")
+            .and_then(|()| self.file.flush())
+            .map_err(io_err(&self.path))
+    }
+}
+
+/// A short sample continuing `prompt` (temperature 0.8, top 40 tokens), by full forward
+/// passes: cheap enough for a peek during training.
+fn sample(
+    model: &Gpt,
+    tok: &Tokenizer,
+    prompt: &str,
+    new_tokens: usize,
+    seed: u64,
+) -> Result<String> {
+    let mut rng = Rng::new(seed);
+    let mut ids: Vec<usize> = tok.encode(prompt).into_iter().map(|t| t as usize).collect();
+    let ctx = model.config.n_positions;
+    let start = ids.len();
+    no_grad(|| -> Result<()> {
+        for _ in 0..new_tokens {
+            let window = &ids[ids.len().saturating_sub(ctx)..];
+            let logits = model.forward(window, 1, window.len(), None)?;
+            let v = model.config.vocab_size;
+            let last = ops::slice(
+                &logits.to_dtype(DType::F32),
+                1,
+                window.len() - 1,
+                window.len(),
+            )?;
+            let mut row: Vec<(usize, f32)> =
+                last.to_vec_f32().into_iter().take(v).enumerate().collect();
+            row.sort_by(|a, b| b.1.total_cmp(&a.1));
+            row.truncate(40);
+            let max = row[0].1;
+            let weights: Vec<f64> = row
+                .iter()
+                .map(|&(_, l)| (((l - max) / 0.8) as f64).exp())
+                .collect();
+            let mut u = rng.uniform() * weights.iter().sum::<f64>();
+            let mut pick = row[row.len() - 1].0;
+            for (&(id, _), w) in row.iter().zip(&weights) {
+                if u < *w {
+                    pick = id;
+                    break;
+                }
+                u -= w;
+            }
+            ids.push(pick);
+        }
+        Ok(())
+    })?;
+    let new: Vec<u32> = ids[start..].iter().map(|&i| i as u32).collect();
+    Ok(format!("{prompt}{}", tok.decode(&new)?))
+}

@@ -1,0 +1,259 @@
+//! `ferrochat world`, `ferrochat tokenizer` and `ferrochat pretrain` as the built binary: a
+//! short run learns, an interrupted and resumed run gives the same losses bit for bit as an
+//! uninterrupted one, and bad input is one error line with a non-zero exit.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ferrochat(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrochat"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One line on stderr starting `error:`, a non-zero exit, no panic.
+fn one_error_line(out: &Output) -> String {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_string()
+}
+
+/// The training losses of a run folder's metrics.jsonl, as bits, by step.
+fn losses(dir: &Path) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap(),
+                v["loss"].as_f64().unwrap().to_bits(),
+            )
+        })
+        .collect()
+}
+
+const SMALL_RUN: [&str; 16] = [
+    "--steps",
+    "12",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "32",
+    "--eval-every",
+    "6",
+    "--eval-batches",
+    "2",
+    "--sample-every",
+    "0",
+    "--checkpoint-every",
+    "6",
+    "--vocab-size",
+    "300",
+];
+
+#[test]
+fn an_interrupted_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let world = tmp.path().join("world");
+    let w = world.to_str().unwrap();
+    ok(&ferrochat(&[
+        "world",
+        "--out",
+        w,
+        "--corpus-bytes",
+        "60000",
+    ]));
+    let data = world.join("corpus.txt");
+    let data = data.to_str().unwrap();
+
+    let whole = tmp.path().join("whole");
+    let mut args = vec![
+        "pretrain",
+        "--data",
+        data,
+        "--out",
+        whole.to_str().unwrap(),
+        "--dropout",
+        "0.1",
+    ];
+    args.extend(SMALL_RUN);
+    ok(&ferrochat(&args));
+
+    let parts = tmp.path().join("parts");
+    let p = parts.to_str().unwrap();
+    let mut first = vec![
+        "pretrain",
+        "--data",
+        data,
+        "--out",
+        p,
+        "--dropout",
+        "0.1",
+        "--stop-after",
+        "6",
+    ];
+    first.extend(SMALL_RUN);
+    ok(&ferrochat(&first));
+    assert_eq!(losses(&parts).len(), 6);
+    let mut second = vec![
+        "pretrain",
+        "--data",
+        data,
+        "--out",
+        p,
+        "--dropout",
+        "0.1",
+        "--resume",
+        p,
+    ];
+    second.extend(SMALL_RUN);
+    ok(&ferrochat(&second));
+
+    let (a, b) = (losses(&whole), losses(&parts));
+    assert_eq!(a.len(), 12);
+    assert_eq!(a, b, "resumed losses differ from the uninterrupted run");
+    assert!(
+        f64::from_bits(a[11].1) < f64::from_bits(a[0].1),
+        "the loss goes down: {a:?}"
+    );
+    // The checkpoint is a loadable model with its tokenizer beside it.
+    let model = model::checkpoint::load(&whole).unwrap();
+    let tok = model::tokenizer::Tokenizer::load(&whole).unwrap();
+    assert!(tok.vocab_size() <= model.config.vocab_size);
+}
+
+#[test]
+fn tokenizer_commands_train_and_encode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("text.txt");
+    std::fs::write(&data, "the cat sat on the mat. the cat ate. ".repeat(200)).unwrap();
+    let out = tmp.path().join("tok");
+    ok(&ferrochat(&[
+        "tokenizer",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--vocab-size",
+        "280",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let encoded = Command::new(env!("CARGO_BIN_EXE_ferrochat"))
+        .args(["tokenizer", "encode", "--tokenizer", out.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"the cat\n<|endoftext|>\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let text = ok(&encoded);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    let tok = model::tokenizer::Tokenizer::load(&out).unwrap();
+    let expect: Vec<String> = tok.encode("the cat").iter().map(u32::to_string).collect();
+    assert_eq!(lines[0], expect.join(" "));
+    assert_eq!(lines[1].split(' ').count(), 1, "a special token is one id");
+}
+
+#[test]
+fn bad_input_is_one_error_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+
+    let e = one_error_line(&ferrochat(&[
+        "pretrain",
+        "--data",
+        empty.to_str().unwrap(),
+        "--out",
+        o,
+    ]));
+    assert!(e.contains("empty.txt") && e.contains("empty"), "{e}");
+
+    let missing = tmp.path().join("nope.txt");
+    let e = one_error_line(&ferrochat(&[
+        "pretrain",
+        "--data",
+        missing.to_str().unwrap(),
+        "--out",
+        o,
+    ]));
+    assert!(e.contains("nope.txt"), "{e}");
+
+    let tiny = tmp.path().join("tiny.txt");
+    std::fs::write(&tiny, "a few words only").unwrap();
+    let e = one_error_line(&ferrochat(&[
+        "pretrain",
+        "--data",
+        tiny.to_str().unwrap(),
+        "--out",
+        o,
+        "--vocab-size",
+        "300",
+    ]));
+    assert!(e.contains("tiny.txt") && e.contains("too few"), "{e}");
+
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "hello world ".repeat(2000)).unwrap();
+    let t = text.to_str().unwrap();
+    let nowhere = tmp.path().join("no-such-run");
+    let e = one_error_line(&ferrochat(&[
+        "pretrain",
+        "--data",
+        t,
+        "--out",
+        o,
+        "--resume",
+        nowhere.to_str().unwrap(),
+    ]));
+    assert!(e.contains("no-such-run"), "{e}");
+
+    let e = one_error_line(&ferrochat(&[
+        "pretrain",
+        "--data",
+        t,
+        "--out",
+        o,
+        "--seq-len",
+        "500",
+    ]));
+    assert!(e.contains("500") && e.contains("context"), "{e}");
+
+    let e = one_error_line(&ferrochat(&[
+        "pretrain", "--data", t, "--out", o, "--preset", "huge",
+    ]));
+    assert!(e.contains("huge"), "{e}");
+
+    let e = one_error_line(&ferrochat(&[
+        "tokenizer",
+        "encode",
+        "--tokenizer",
+        nowhere.to_str().unwrap(),
+    ]));
+    assert!(e.contains("no-such-run"), "{e}");
+}

@@ -8,6 +8,7 @@
 //!   a documented mix of good and bad assistant behaviour).
 //! - [`labeler`]: the simulated labeler: a written lexicographic rubric, a score for evaluation,
 //!   and noisy K-way rankings calibrated to InstructGPT's inter-labeler agreement.
+//! - [`sft`]: supervised fine-tuning on demonstrations, the prompt masked.
 //! - [`data`]: the JSONL records (demonstrations, rankings, pairs), their readers and
 //!   append-only writers.
 
@@ -15,6 +16,7 @@ pub mod chat;
 pub mod corpus;
 pub mod data;
 pub mod labeler;
+pub mod sft;
 pub mod world;
 
 pub use chat::{chat_example, chat_prompt, parse_completion, Answer};

@@ -36,6 +36,7 @@
 
 use engine::{no_grad, ops, DType, Rng, Storage, Tensor};
 use kernels::Float;
+use rayon::prelude::*;
 
 use crate::{Error, Gpt, Result};
 
@@ -253,6 +254,8 @@ fn write_positions<F: Float>(buf: &mut [F], new: &[F], bh: usize, cap: usize, d:
 
 /// softmax(q·Kᵀ/√d + mask)·V for `n` queries per head at absolute positions `p-n..p` over
 /// the keys and values `0..p` of a `[bh, cap, d]` cache; query `i` sees keys `j ≤ p-n+i`.
+/// Heads run in parallel when the work is large enough to pay for it; each head's result does
+/// not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 fn cached_attention<F: Float>(
     q: &[F],
@@ -264,35 +267,53 @@ fn cached_attention<F: Float>(
     d: usize,
     p: usize,
 ) -> Vec<F> {
-    let scale = F::one() / F::from_f64(d as f64).sqrt();
     let mut out = vec![F::zero(); bh * n * d];
+    let head = |h: usize, out_h: &mut [F]| {
+        let kv = h * cap * d..(h * cap + p) * d;
+        attend_head(&q[h * n * d..][..n * d], &k[kv.clone()], &v[kv], d, out_h);
+    };
+    if bh * n * p * d >= PAR_MIN_WORK && bh > 1 {
+        out.par_chunks_mut(n * d)
+            .enumerate()
+            .for_each(|(h, o)| head(h, o));
+    } else {
+        out.chunks_mut(n * d)
+            .enumerate()
+            .for_each(|(h, o)| head(h, o));
+    }
+    out
+}
+
+/// Below this many multiply-adds (per product) the cached attention runs on one thread.
+const PAR_MIN_WORK: usize = 1 << 16;
+
+/// One head: the last `n` of `p` positions attend over keys `k` and values `v` (`[p, d]`);
+/// writes `out` (`[n, d]`, zeroed).
+fn attend_head<F: Float>(q: &[F], k: &[F], v: &[F], d: usize, out: &mut [F]) {
+    let (n, p) = (q.len() / d, k.len() / d);
+    let scale = F::one() / F::from_f64(d as f64).sqrt();
     let mut scores = vec![F::zero(); p];
-    for h in 0..bh {
-        let (kh, vh) = (&k[h * cap * d..], &v[h * cap * d..]);
-        for i in 0..n {
-            let seen = p - n + i + 1;
-            let qi = &q[(h * n + i) * d..][..d];
-            let mut max = F::neg_infinity();
-            for (j, s) in scores[..seen].iter_mut().enumerate() {
-                let kj = &kh[j * d..][..d];
-                *s = scale * dot(qi, kj);
-                max = max.max(*s);
-            }
-            let mut denom = F::zero();
-            for s in &mut scores[..seen] {
-                *s = (*s - max).exp();
-                denom += *s;
-            }
-            let oi = &mut out[(h * n + i) * d..][..d];
-            for (j, &w) in scores[..seen].iter().enumerate() {
-                let w = w / denom;
-                for (o, &x) in oi.iter_mut().zip(&vh[j * d..][..d]) {
-                    *o += w * x;
-                }
+    for i in 0..n {
+        let seen = p - n + i + 1;
+        let qi = &q[i * d..][..d];
+        let mut max = F::neg_infinity();
+        for (j, s) in scores[..seen].iter_mut().enumerate() {
+            *s = scale * dot(qi, &k[j * d..][..d]);
+            max = max.max(*s);
+        }
+        let mut denom = F::zero();
+        for s in &mut scores[..seen] {
+            *s = (*s - max).exp();
+            denom += *s;
+        }
+        let oi = &mut out[i * d..][..d];
+        for (j, &w) in scores[..seen].iter().enumerate() {
+            let w = w / denom;
+            for (o, &x) in oi.iter_mut().zip(&v[j * d..][..d]) {
+                *o += w * x;
             }
         }
     }
-    out
 }
 
 /// Σ a∘b with 8 independent accumulators (a fixed summation order the compiler can

@@ -501,6 +501,7 @@ pub struct Sample {
 /// A drawn token and its log-probabilities (see [`Sample`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Choice {
+    /// The token drawn.
     pub token: usize,
     /// Under the sampling distribution.
     pub logprob: f64,

@@ -317,7 +317,7 @@ impl Gpt {
         dropout: Dropout,
     ) -> Result<Tensor> {
         let h = self.hidden(ids, batch, seq, dropout)?;
-        Ok(ops::matmul_ex(&h, &self.wte, false, true)?)
+        self.unembed(&h)
     }
 
     /// Mean next-token cross-entropy of `ids` against `targets` (one per position; positions
@@ -340,10 +340,21 @@ impl Gpt {
         let a = ops::layer_norm(x, &b.ln_1_w, &b.ln_1_b, eps)?;
         let a = self.attention(b, &a)?;
         let x = ops::add(x, &drop(&a, self.config.resid_pdrop, dropout)?)?;
-        let m = ops::layer_norm(&x, &b.ln_2_w, &b.ln_2_b, eps)?;
-        let m = ops::gelu(&ops::add(&ops::matmul(&m, &b.fc_w)?, &b.fc_b)?)?;
-        let m = ops::add(&ops::matmul(&m, &b.mlp_proj_w)?, &b.mlp_proj_b)?;
+        let m = self.mlp(b, &x)?;
         Ok(ops::add(&x, &drop(&m, self.config.resid_pdrop, dropout)?)?)
+    }
+
+    /// The MLP branch of a block, before the residual add: mlp(ln₂(x)).
+    pub(crate) fn mlp(&self, b: &Block, x: &Tensor) -> Result<Tensor> {
+        let m = ops::layer_norm(x, &b.ln_2_w, &b.ln_2_b, self.config.layer_norm_epsilon)?;
+        let m = ops::gelu(&ops::add(&ops::matmul(&m, &b.fc_w)?, &b.fc_b)?)?;
+        Ok(ops::add(&ops::matmul(&m, &b.mlp_proj_w)?, &b.mlp_proj_b)?)
+    }
+
+    /// The logits `[batch, seq, vocab]` of final hidden states `h` (`[batch, seq, C]`): the
+    /// tied unembedding h·wteᵀ.
+    pub fn unembed(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(ops::matmul_ex(h, &self.wte, false, true)?)
     }
 
     /// Multi-head causal self-attention of `x` (`[B, T, C]`), projected back to `[B, T, C]`.

@@ -20,6 +20,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// The eval loss, its logits and every parameter's gradient, written to a safetensors file.
     Grads(cmd::grads::Args),
+    /// Continue a prompt with a checkpoint: KV cache, temperature, top-k, top-p, stop tokens.
+    Sample(cmd::sample::Args),
     /// Write the embedded task world of a seed: pretraining corpus and demonstrations.
     World(cmd::world::Args),
     /// Pretrain a GPT-2 on a text file (presets tiny and small), with exact --resume.
@@ -40,6 +42,7 @@ fn main() {
         Command::Grads(args) => cmd::grads::run(args),
         Command::Pretrain(args) => cmd::pretrain::run(*args),
         Command::World(args) => cmd::world::run(args),
+        Command::Sample(args) => cmd::sample::run(args),
         Command::Tokenizer(args) => cmd::tokenizer::run(args),
     };
     if let Err(e) = result {

@@ -132,10 +132,63 @@ fn an_interrupted_run_resumes_exactly() {
         f64::from_bits(a[11].1) < f64::from_bits(a[0].1),
         "the loss goes down: {a:?}"
     );
-    // The checkpoint is a loadable model with its tokenizer beside it.
+    // The checkpoint is a loadable model with its tokenizer beside it...
     let model = model::checkpoint::load(&whole).unwrap();
     let tok = model::tokenizer::Tokenizer::load(&whole).unwrap();
     assert!(tok.vocab_size() <= model.config.vocab_size);
+
+    // ...that `ferrochat sample` continues, the same way for the same seed.
+    let w = whole.to_str().unwrap();
+    let sample = |seed: &str| {
+        ok(&ferrochat(&[
+            "sample",
+            "--model",
+            w,
+            "--prompt",
+            "<|user|>What is 3 plus 4?<|assistant|>",
+            "--num-samples",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--seed",
+            seed,
+            "--stop",
+            "<|end|>",
+        ]))
+    };
+    let (a, b) = (sample("1"), sample("1"));
+    assert_eq!(a, b);
+    assert_eq!(a.matches("--- sample").count(), 2, "{a}");
+    assert!(a.contains("<|user|>What is 3 plus 4?<|assistant|>"), "{a}");
+
+    // Bad input to `sample`: a prompt longer than the context, a stop text of several tokens.
+    let long = "word ".repeat(400);
+    let e = one_error_line(&ferrochat(&["sample", "--model", w, "--prompt", &long]));
+    assert!(e.contains("context"), "{e}");
+    let e = one_error_line(&ferrochat(&[
+        "sample",
+        "--model",
+        w,
+        "--prompt",
+        "hi",
+        "--stop",
+        "several words here",
+    ]));
+    assert!(e.contains("several words here"), "{e}");
+}
+
+#[test]
+fn sampling_from_a_folder_without_a_tokenizer_is_an_error() {
+    let fixture = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference/fixtures/gpt2/tiny_a/model");
+    let e = one_error_line(&ferrochat(&[
+        "sample",
+        "--model",
+        fixture.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]));
+    assert!(e.contains("tokenizer") && e.contains("tiny_a"), "{e}");
 }
 
 #[test]

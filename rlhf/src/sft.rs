@@ -27,9 +27,22 @@ pub struct Example {
 /// Tokenises a demonstration for completion-only training, cut to `context` positions
 /// (the end of a long completion is dropped; the prompt is kept). `None` if the prompt alone
 /// fills the context, or the completion is empty.
-pub fn encode_example(tok: &Tokenizer, prompt: &str, completion: &str, context: usize) -> Option<Example> {
-    let prompt_ids: Vec<usize> = tok.encode(&chat_prompt(prompt)).into_iter().map(|t| t as usize).collect();
-    let completion_ids: Vec<usize> = tok.encode(completion).into_iter().map(|t| t as usize).collect();
+pub fn encode_example(
+    tok: &Tokenizer,
+    prompt: &str,
+    completion: &str,
+    context: usize,
+) -> Option<Example> {
+    let prompt_ids: Vec<usize> = tok
+        .encode(&chat_prompt(prompt))
+        .into_iter()
+        .map(|t| t as usize)
+        .collect();
+    let completion_ids: Vec<usize> = tok
+        .encode(completion)
+        .into_iter()
+        .map(|t| t as usize)
+        .collect();
     if completion_ids.is_empty() || prompt_ids.len() >= context {
         return None;
     }
@@ -38,7 +51,13 @@ pub fn encode_example(tok: &Tokenizer, prompt: &str, completion: &str, context: 
     seq.truncate(context + 1);
     let n = seq.len();
     let targets = (0..n - 1)
-        .map(|i| if i + 1 >= prompt_ids.len() { seq[i + 1] as i64 } else { IGNORE_INDEX })
+        .map(|i| {
+            if i + 1 >= prompt_ids.len() {
+                seq[i + 1] as i64
+            } else {
+                IGNORE_INDEX
+            }
+        })
         .collect();
     Some(Example {
         ids: seq[..n - 1].to_vec(),
@@ -98,10 +117,20 @@ impl Default for SftConfig {
 #[derive(Clone, Debug)]
 pub enum SftEvent {
     /// Training is about to run `total` steps.
-    Start { total: u64, examples: usize },
-    Step { epoch: usize, stats: StepStats },
+    Start {
+        total: u64,
+        examples: usize,
+    },
+    Step {
+        epoch: usize,
+        stats: StepStats,
+    },
     /// Mean completion loss on the held-out demonstrations after an epoch.
-    Eval { epoch: usize, step: u64, heldout_loss: f64 },
+    Eval {
+        epoch: usize,
+        step: u64,
+        heldout_loss: f64,
+    },
 }
 
 /// Fine-tunes `model` on `train` (shuffled each epoch), evaluating on `heldout` after each
@@ -123,7 +152,9 @@ pub fn train_sft(
     };
     let (train_ex, held_ex) = (encode(train), encode(heldout));
     if train_ex.is_empty() {
-        return Err(model::Error::Invalid("no demonstrations to fine-tune on".into()));
+        return Err(model::Error::Invalid(
+            "no demonstrations to fine-tune on".into(),
+        ));
     }
     let bs = config.batch_size.max(1);
     let steps_per_epoch = train_ex.len().div_ceil(bs) as u64;
@@ -147,7 +178,10 @@ pub fn train_sft(
     let saved = (model.config.resid_pdrop, model.config.embd_pdrop);
     model.config.resid_pdrop = config.dropout;
     model.config.embd_pdrop = config.dropout;
-    let held_batches: Vec<Batch> = held_ex.chunks(bs).map(|c| pad_batch(&c.iter().collect::<Vec<_>>())).collect();
+    let held_batches: Vec<Batch> = held_ex
+        .chunks(bs)
+        .map(|c| pad_batch(&c.iter().collect::<Vec<_>>()))
+        .collect();
     let mut rng = Rng::new(config.seed);
     let mut order: Vec<usize> = (0..train_ex.len()).collect();
     on_event(SftEvent::Start {

@@ -5,5 +5,6 @@ pub mod gradcheck;
 pub mod grads;
 pub mod kernels;
 pub mod pretrain;
+pub mod sample;
 pub mod tokenizer;
 pub mod world;

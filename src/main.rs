@@ -22,6 +22,10 @@ enum Command {
     Grads(cmd::grads::Args),
     /// Continue a prompt with a checkpoint: KV cache, temperature, top-k, top-p, stop tokens.
     Sample(cmd::sample::Args),
+    /// Supervised fine-tuning on demonstrations (JSONL prompt/completion; the prompt is masked).
+    Sft(cmd::sft::Args),
+    /// Judge a model's answers to held-out prompts with the simulated labeler's rubric.
+    Judge(cmd::judge::Args),
     /// Write the embedded task world of a seed: pretraining corpus and demonstrations.
     World(cmd::world::Args),
     /// Pretrain a GPT-2 on a text file (presets tiny and small), with exact --resume.
@@ -42,6 +46,8 @@ fn main() {
         Command::Grads(args) => cmd::grads::run(args),
         Command::Pretrain(args) => cmd::pretrain::run(*args),
         Command::World(args) => cmd::world::run(args),
+        Command::Sft(args) => cmd::sft::run(args),
+        Command::Judge(args) => cmd::judge::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Tokenizer(args) => cmd::tokenizer::run(args),
     };

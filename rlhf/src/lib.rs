@@ -8,6 +8,8 @@
 //!   a documented mix of good and bad assistant behaviour).
 //! - [`labeler`]: the simulated labeler: a written lexicographic rubric, a score for evaluation,
 //!   and noisy K-way rankings calibrated to InstructGPT's inter-labeler agreement.
+//! - [`policy`]: sampling answers from a model in the chat format, and judging a policy
+//!   (held-out rubric score, rude-word rate, win rate).
 //! - [`sft`]: supervised fine-tuning on demonstrations, the prompt masked.
 //! - [`data`]: the JSONL records (demonstrations, rankings, pairs), their readers and
 //!   append-only writers.
@@ -16,6 +18,7 @@ pub mod chat;
 pub mod corpus;
 pub mod data;
 pub mod labeler;
+pub mod policy;
 pub mod sft;
 pub mod world;
 

@@ -8,3 +8,5 @@ pub mod pretrain;
 pub mod sample;
 pub mod tokenizer;
 pub mod world;
+pub mod judge;
+pub mod sft;

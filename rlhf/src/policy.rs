@@ -1,0 +1,143 @@
+//! A language model used as a chat policy: sampling answers to prompts in the chat format,
+//! and judging them with the labeler's rubric (held-out score, rude-word rate, win rate).
+
+use engine::Rng;
+use model::generate::{generate, SamplingConfig};
+use model::tokenizer::Tokenizer;
+use model::Gpt;
+
+use crate::chat::{chat_prompt, parse_completion, Answer, SPECIAL_TOKENS};
+use crate::labeler::{judge, Labeler};
+use crate::world::PromptRecord;
+
+/// One sampled answer with what RL needs to learn from it.
+#[derive(Clone, Debug)]
+pub struct Sampled {
+    /// The prompt's token ids (`chat_prompt(prompt)` encoded).
+    pub prompt_ids: Vec<usize>,
+    /// The answer's token ids, including the closing special token if one was drawn.
+    pub response_ids: Vec<usize>,
+    /// log π(token) under the temperature-scaled softmax, one per response token.
+    pub logprobs: Vec<f64>,
+    /// The decoded continuation (closing special token included).
+    pub completion: String,
+    /// The answer as the labeler reads it.
+    pub answer: Answer,
+}
+
+/// Ids of the chat's special tokens: generation stops at any of them (the answer ended
+/// properly only at `<|end|>`).
+pub fn stop_ids(tok: &Tokenizer) -> Vec<usize> {
+    SPECIAL_TOKENS
+        .iter()
+        .filter_map(|t| tok.token_to_id(t))
+        .map(|id| id as usize)
+        .collect()
+}
+
+/// Draws `k` answers to `prompt` together (one batch sharing the prompt's cache).
+pub fn sample_answers(
+    model: &Gpt,
+    tok: &Tokenizer,
+    prompt: &str,
+    k: usize,
+    temperature: f64,
+    max_new_tokens: usize,
+    seed: u64,
+) -> model::Result<Vec<Sampled>> {
+    let prompt_ids: Vec<usize> = tok.encode(&chat_prompt(prompt)).into_iter().map(|t| t as usize).collect();
+    let cfg = SamplingConfig {
+        temperature,
+        top_k: 0,
+        top_p: 1.0,
+        max_new_tokens,
+        stop_tokens: stop_ids(tok),
+        seed,
+    };
+    generate(model, &prompt_ids, k, &cfg)?
+        .into_iter()
+        .map(|s| {
+            let ids: Vec<u32> = s.tokens.iter().map(|&t| t as u32).collect();
+            let completion = tok.decode(&ids)?;
+            Ok(Sampled {
+                prompt_ids: prompt_ids.clone(),
+                answer: parse_completion(&completion),
+                response_ids: s.tokens,
+                logprobs: s.logprobs_scaled,
+                completion,
+            })
+        })
+        .collect()
+}
+
+/// How a policy does on a set of prompts, by the labeler's rubric.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PolicyEval {
+    pub prompts: usize,
+    /// Mean rubric score in [0, 1].
+    pub mean_score: f64,
+    /// Fraction of answers that are correct.
+    pub correct: f64,
+    /// Fraction of answers with a rude word.
+    pub rude: f64,
+    /// Fraction of answers closed with `<|end|>`.
+    pub ended: f64,
+    /// Fraction following the requested format.
+    pub format_ok: f64,
+    /// Mean answer length in characters.
+    pub mean_chars: f64,
+}
+
+/// One answer per prompt (temperature `temperature`; 0 = greedy), judged by the rubric.
+/// Returns the summary and the answers (for win rates).
+pub fn evaluate_policy(
+    model: &Gpt,
+    tok: &Tokenizer,
+    records: &[PromptRecord],
+    temperature: f64,
+    max_new_tokens: usize,
+    seed: u64,
+) -> model::Result<(PolicyEval, Vec<Answer>)> {
+    let mut answers = Vec::with_capacity(records.len());
+    let mut e = PolicyEval {
+        prompts: records.len(),
+        ..PolicyEval::default()
+    };
+    for (i, r) in records.iter().enumerate() {
+        let s = sample_answers(model, tok, &r.prompt, 1, temperature, max_new_tokens, seed.wrapping_add(i as u64))?;
+        let a = s.into_iter().next().map(|s| s.answer).unwrap_or_else(|| Answer::unended(""));
+        let b = judge(r, &a.text, a.ended);
+        e.mean_score += b.total;
+        e.correct += b.correct as u8 as f64;
+        e.rude += (!b.polite) as u8 as f64;
+        e.ended += a.ended as u8 as f64;
+        e.format_ok += b.format_ok as u8 as f64;
+        e.mean_chars += a.text.chars().count() as f64;
+        answers.push(a);
+    }
+    let n = records.len().max(1) as f64;
+    for v in [&mut e.mean_score, &mut e.correct, &mut e.rude, &mut e.ended, &mut e.format_ok, &mut e.mean_chars] {
+        *v /= n;
+    }
+    Ok((e, answers))
+}
+
+/// How often answers `a` beat answers `b` (same prompts, same order) in the labeler's
+/// judgement: each pair is ranked by a labeler with InstructGPT-like disagreement noise; a
+/// pair the rubric scores equal counts half.
+pub fn win_rate(records: &[PromptRecord], a: &[Answer], b: &[Answer], seed: u64) -> f64 {
+    let labeler = Labeler::instructgpt();
+    let mut rng = Rng::new(seed);
+    let mut wins = 0.0;
+    for ((r, x), y) in records.iter().zip(a).zip(b) {
+        let (sx, sy) = (judge(r, &x.text, x.ended).total, judge(r, &y.text, y.ended).total);
+        wins += if sx == sy {
+            0.5
+        } else if labeler.rank(r, &[x.clone(), y.clone()], &mut rng)[0] == 0 {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    wins / records.len().max(1) as f64
+}

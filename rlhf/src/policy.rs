@@ -45,7 +45,11 @@ pub fn sample_answers(
     max_new_tokens: usize,
     seed: u64,
 ) -> model::Result<Vec<Sampled>> {
-    let prompt_ids: Vec<usize> = tok.encode(&chat_prompt(prompt)).into_iter().map(|t| t as usize).collect();
+    let prompt_ids: Vec<usize> = tok
+        .encode(&chat_prompt(prompt))
+        .into_iter()
+        .map(|t| t as usize)
+        .collect();
     let cfg = SamplingConfig {
         temperature,
         top_k: 0,
@@ -104,8 +108,20 @@ pub fn evaluate_policy(
         ..PolicyEval::default()
     };
     for (i, r) in records.iter().enumerate() {
-        let s = sample_answers(model, tok, &r.prompt, 1, temperature, max_new_tokens, seed.wrapping_add(i as u64))?;
-        let a = s.into_iter().next().map(|s| s.answer).unwrap_or_else(|| Answer::unended(""));
+        let s = sample_answers(
+            model,
+            tok,
+            &r.prompt,
+            1,
+            temperature,
+            max_new_tokens,
+            seed.wrapping_add(i as u64),
+        )?;
+        let a = s
+            .into_iter()
+            .next()
+            .map(|s| s.answer)
+            .unwrap_or_else(|| Answer::unended(""));
         let b = judge(r, &a.text, a.ended);
         e.mean_score += b.total;
         e.correct += b.correct as u8 as f64;
@@ -116,7 +132,14 @@ pub fn evaluate_policy(
         answers.push(a);
     }
     let n = records.len().max(1) as f64;
-    for v in [&mut e.mean_score, &mut e.correct, &mut e.rude, &mut e.ended, &mut e.format_ok, &mut e.mean_chars] {
+    for v in [
+        &mut e.mean_score,
+        &mut e.correct,
+        &mut e.rude,
+        &mut e.ended,
+        &mut e.format_ok,
+        &mut e.mean_chars,
+    ] {
         *v /= n;
     }
     Ok((e, answers))
@@ -130,7 +153,10 @@ pub fn win_rate(records: &[PromptRecord], a: &[Answer], b: &[Answer], seed: u64)
     let mut rng = Rng::new(seed);
     let mut wins = 0.0;
     for ((r, x), y) in records.iter().zip(a).zip(b) {
-        let (sx, sy) = (judge(r, &x.text, x.ended).total, judge(r, &y.text, y.ended).total);
+        let (sx, sy) = (
+            judge(r, &x.text, x.ended).total,
+            judge(r, &y.text, y.ended).total,
+        );
         wins += if sx == sy {
             0.5
         } else if labeler.rank(r, &[x.clone(), y.clone()], &mut rng)[0] == 0 {

@@ -32,9 +32,15 @@ pub fn run(args: Args) -> Result<()> {
     if args.prompts > 0 {
         records.truncate(args.prompts);
     }
-    let (e, answers) = evaluate_policy(&model, &tok, &records, args.temperature, 64, args.seed).map_err(|e| anyhow!("{e}"))?;
+    let (e, answers) = evaluate_policy(&model, &tok, &records, args.temperature, 64, args.seed)
+        .map_err(|e| anyhow!("{e}"))?;
     for (r, a) in records.iter().zip(&answers).take(5) {
-        println!("{:?} -> {:?}{}", r.prompt, a.text, if a.ended { "" } else { " (no end)" });
+        println!(
+            "{:?} -> {:?}{}",
+            r.prompt,
+            a.text,
+            if a.ended { "" } else { " (no end)" }
+        );
     }
     println!(
         "{} held-out prompts: score {:.3}  correct {:.1}%  format {:.1}%  rude {:.1}%  ended {:.1}%  {:.0} chars",

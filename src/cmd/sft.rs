@@ -55,9 +55,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     std::fs::create_dir_all(&args.out).map_err(|e| anyhow!("{}: {e}", args.out.display()))?;
     let metrics_path = args.out.join("metrics.jsonl");
-    let mut metrics = std::fs::File::create(&metrics_path).map_err(|e| anyhow!("{}: {e}", metrics_path.display()))?;
+    let mut metrics = std::fs::File::create(&metrics_path)
+        .map_err(|e| anyhow!("{}: {e}", metrics_path.display()))?;
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("sft {bar:30} {pos}/{len} steps {msg} [{elapsed} < {eta}]").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("sft {bar:30} {pos}/{len} steps {msg} [{elapsed} < {eta}]")
+            .expect("valid template"),
+    );
     let mut write_err = None;
     let loss = train_sft(&mut model, &tok, &train, &heldout, &config, |event| {
         let line = match event {
@@ -87,6 +91,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     model::checkpoint::save(&model, &args.out).map_err(|e| anyhow!("{e}"))?;
     tok.save(&args.out).map_err(|e| anyhow!("{e}"))?;
-    println!("held-out loss {loss:.4}; fine-tuned model saved in {}", args.out.display());
+    println!(
+        "held-out loss {loss:.4}; fine-tuned model saved in {}",
+        args.out.display()
+    );
     Ok(())
 }

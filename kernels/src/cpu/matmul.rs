@@ -524,6 +524,16 @@ impl Isa {
     }
 }
 
+/// The microkernel [`sgemm`] runs with on this machine, e.g. `"AVX-512 12x32"`.
+pub fn microkernel() -> &'static str {
+    match Isa::detected() {
+        Isa::Scalar => "scalar",
+        Isa::Avx2 => "AVX2+FMA 6x16",
+        Isa::Avx512 => "AVX-512 12x32",
+        Isa::Neon => "NEON 6x16",
+    }
+}
+
 /// Whether the CPU has AVX-512F.
 fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]

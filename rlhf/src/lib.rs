@@ -10,11 +10,14 @@
 //!   and noisy K-way rankings calibrated to InstructGPT's inter-labeler agreement.
 //! - [`data`]: the JSONL records (demonstrations, rankings, pairs), their readers and
 //!   append-only writers.
+//! - [`ppo`]: PPO with a KL penalty to the SFT policy (InstructGPT step 3), its value model,
+//!   KL controllers and PPO-ptx.
 
 pub mod chat;
 pub mod corpus;
 pub mod data;
 pub mod labeler;
+pub mod ppo;
 pub mod world;
 
 pub use chat::{chat_example, chat_prompt, parse_completion, Answer};

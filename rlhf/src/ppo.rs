@@ -29,7 +29,7 @@
 //! being written in `logprobs.rs` in another branch and may replace it.
 
 use engine::optim::{clip_grad_norm, AdamW, AdamWConfig};
-use engine::{no_grad, ops, Rng, Tensor};
+use engine::{no_grad, ops, Rng, Storage, Tensor};
 use model::Gpt;
 use serde::Serialize;
 
@@ -192,6 +192,25 @@ impl Default for PpoConfig {
                 weight_decay: 0.0,
                 ..AdamWConfig::default()
             },
+        }
+    }
+}
+
+impl PpoConfig {
+    /// Checks the settings a step divides by or loops over: temperature > 0, at least one
+    /// epoch, clip ranges > 0, λ and γ in [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        let checks = [
+            (self.temperature > 0.0, "temperature must be > 0"),
+            (self.ppo_epochs >= 1, "ppo_epochs must be >= 1"),
+            (self.cliprange > 0.0, "cliprange must be > 0"),
+            (self.cliprange_value > 0.0, "cliprange_value must be > 0"),
+            ((0.0..=1.0).contains(&self.gamma), "gamma must be in [0, 1]"),
+            ((0.0..=1.0).contains(&self.lam), "lam must be in [0, 1]"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => invalid(*msg),
+            None => Ok(()),
         }
     }
 }
@@ -396,6 +415,10 @@ fn masked_mean_var(values: &[f64], mask: &[bool]) -> (f64, f64) {
         .map(|(&v, _)| v)
         .collect();
     let n = picked.len() as f64;
+    if n < 2.0 {
+        // One value (or none) has no spread; trl would divide by zero here.
+        return (picked.first().copied().unwrap_or(0.0), 0.0);
+    }
     let mean = picked.iter().sum::<f64>() / n;
     let var = picked.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
     (mean, var)
@@ -590,16 +613,19 @@ fn token_logprobs(policy: &Gpt, p: &Padded, temperature: f64) -> Result<(Tensor,
     Ok((p.pick(&tok)?, logp))
 }
 
-/// Mean entropy −Σ p·log p of the next-token distributions at the real response positions.
-fn mean_entropy(p: &Padded, logp: &Tensor) -> (f64, f64) {
+/// Entropy −Σ p·log p of the next-token distributions at the real response positions,
+/// summed, and how many there are. Reads the `[B, S, V]` log-softmax in place (no copy).
+fn entropy_sum(p: &Padded, logp: &Tensor) -> (f64, f64) {
     let v = logp.shape()[2];
-    let data = logp.to_vec_f64();
+    let at: Box<dyn Fn(usize) -> f64 + '_> = match logp.storage() {
+        Storage::F32(d) => Box::new(move |i| d[i] as f64),
+        Storage::F64(d) => Box::new(move |i| d[i]),
+    };
     let (mut sum, mut n) = (0.0, 0.0);
     for (i, (&pos, &m)) in p.positions.iter().zip(&p.mask).enumerate() {
         if m {
-            let b = i / p.width;
-            let row = &data[(b * p.seq + pos) * v..(b * p.seq + pos + 1) * v];
-            sum -= row.iter().map(|&l| l.exp() * l).sum::<f64>();
+            let start = (i / p.width * p.seq + pos) * v;
+            sum -= (start..start + v).map(|k| at(k).exp() * at(k)).sum::<f64>();
             n += 1.0;
         }
     }
@@ -613,6 +639,9 @@ pub fn response_logprobs(
     rollouts: &[Rollout],
     temperature: f64,
 ) -> Result<Vec<Vec<f64>>> {
+    if temperature <= 0.0 {
+        return invalid(format!("temperature {temperature} must be > 0"));
+    }
     let refs: Vec<&Rollout> = rollouts.iter().collect();
     check_rollouts(model, &refs)?;
     let width = refs.iter().map(|r| r.response.len()).max().unwrap_or(0);
@@ -739,6 +768,7 @@ impl PpoTrainer {
         ptx: Option<&PtxBatch>,
         rng: &mut Rng,
     ) -> Result<PpoStats> {
+        self.config.validate()?;
         let refs: Vec<&Rollout> = rollouts.iter().collect();
         check_rollouts(policy, &refs)?;
         check_lengths(&refs, ref_logprobs, scores)?;
@@ -802,7 +832,7 @@ impl PpoTrainer {
                 let v = p.pick(&value_model.values(&p.ids, p.batch, p.seq)?)?;
                 Ok((lp, logp, v))
             })?;
-            let (s, k) = mean_entropy(&p, &logp);
+            let (s, k) = entropy_sum(&p, &logp);
             (ent, ent_n) = (ent + s, ent_n + k);
             old_lp.extend(lp.to_vec_f64());
             old_v.extend(v.to_vec_f64());

@@ -342,6 +342,33 @@ fn step_applies_the_missing_eos_penalty_and_reports_shapes_of_the_batch() {
         "policy = reference before the update: {}",
         s.kl
     );
+    // An adaptive controller sees the batch's KL: far above a tiny target, β rises.
+    let mut adaptive = PpoTrainer::new(PpoConfig {
+        kl: KlController::adaptive(0.1, 1e-9, 10.0),
+        ppo_epochs: 1,
+        ..PpoConfig::default()
+    });
+    let shifted: Vec<Vec<f64>> = ref_lp
+        .iter()
+        .map(|r| r.iter().map(|l| l - 1.0).collect())
+        .collect();
+    let s = adaptive
+        .step(
+            &mut policy,
+            &mut value,
+            &rollouts,
+            &shifted,
+            &[1.0, 1.0],
+            None,
+            &mut rng,
+        )
+        .unwrap();
+    assert!(s.kl > 3.0 && s.beta == 0.1, "{s:?}");
+    assert!(
+        close(adaptive.kl.beta, 0.1 * (1.0 + 0.2 * 2.0 / 10.0), 1e-12),
+        "{}",
+        adaptive.kl.beta
+    );
     // A reference row of the wrong length is refused with a message naming the rollout.
     let bad = vec![ref_lp[0].clone(), vec![0.0]];
     let err = trainer
@@ -356,6 +383,20 @@ fn step_applies_the_missing_eos_penalty_and_reports_shapes_of_the_batch() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("rollout 1"), "{err}");
+    let zero_t = PpoTrainer::new(PpoConfig {
+        temperature: 0.0,
+        ..PpoConfig::default()
+    })
+    .step(
+        &mut policy,
+        &mut value,
+        &rollouts,
+        &ref_lp,
+        &[1.0, 1.0],
+        None,
+        &mut rng,
+    );
+    assert!(zero_t.unwrap_err().to_string().contains("temperature"));
 }
 
 #[test]

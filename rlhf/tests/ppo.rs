@@ -240,6 +240,13 @@ fn recomputed_logprobs_match_the_samplers_at_the_same_temperature() {
         }
     }
     assert!(worst < 1e-5, "max |Δ logprob| = {worst}");
+    // Right padding is exact: each rollout alone gives the same numbers as in the batch.
+    for (r, l) in rollouts.iter().zip(&lp) {
+        let alone = response_logprobs(&policy, std::slice::from_ref(r), 0.7).unwrap();
+        for (a, b) in alone[0].iter().zip(l) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
     // A different temperature gives different numbers: the temperature is applied.
     let lp1 = response_logprobs(&policy, &rollouts, 1.0).unwrap();
     assert!((lp1[0][0] - lp[0][0]).abs() > 1e-4);
@@ -254,49 +261,71 @@ fn rule_score(r: &Rollout) -> f64 {
     body.iter().filter(|&&t| t == 3).count() as f64 / body.len() as f64
 }
 
-#[test]
-fn ppo_raises_a_rule_based_reward_on_a_tiny_policy() {
-    let mut rng = Rng::new(3);
+/// PPO on a tiny policy (vocab 8, width 16, one layer) with the rule reward: 20 iterations of
+/// 32 rollouts of up to 5 tokens, minibatches of 16, 4 epochs. Returns each iteration's stats.
+fn run_toy(seed: u64, beta: f64) -> Vec<PpoStats> {
+    let mut rng = Rng::new(seed);
     let mut policy = Gpt::new(tiny_config(), &mut rng).unwrap();
     let reference = policy.clone();
     let mut value = ValueModel::zero_head(&policy).unwrap();
     let config = PpoConfig {
+        kl: KlController::fixed(beta),
         minibatch_size: 16,
         policy_lr: 3e-3,
         value_lr: 3e-3,
         missing_eos_penalty: 0.0,
-        temperature: 1.0,
         ..PpoConfig::default()
     };
     let mut trainer = PpoTrainer::new(config);
     let prompts: Vec<Vec<usize>> = (0..32).map(|i| vec![i % 3, 0]).collect();
-    let mut scores_seen = vec![];
-    let mut last = PpoStats::default();
-    for _ in 0..20 {
-        let rollouts = sample_rollouts(&policy, &prompts, 5, 7, 1.0, &mut rng).unwrap();
-        let ref_lp = response_logprobs(&reference, &rollouts, 1.0).unwrap();
-        let scores: Vec<f64> = rollouts.iter().map(rule_score).collect();
-        last = trainer
-            .step(
-                &mut policy,
-                &mut value,
-                &rollouts,
-                &ref_lp,
-                &scores,
-                None,
-                &mut rng,
-            )
-            .unwrap();
-        assert!(last.logprob_mismatch < 1e-4, "{last:?}");
-        scores_seen.push(last.score);
-    }
-    let first = (scores_seen[0] + scores_seen[1]) / 2.0;
-    let end = (scores_seen[18] + scores_seen[19]) / 2.0;
-    eprintln!("mean score per iteration: {scores_seen:.3?}");
+    (0..20)
+        .map(|_| {
+            let rollouts = sample_rollouts(&policy, &prompts, 5, 7, 1.0, &mut rng).unwrap();
+            let ref_lp = response_logprobs(&reference, &rollouts, 1.0).unwrap();
+            let scores: Vec<f64> = rollouts.iter().map(rule_score).collect();
+            trainer
+                .step(
+                    &mut policy,
+                    &mut value,
+                    &rollouts,
+                    &ref_lp,
+                    &scores,
+                    None,
+                    &mut rng,
+                )
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn ppo_raises_a_rule_based_reward_on_a_tiny_policy() {
+    // PPO_SEED tries another seed (measured: seeds 3 and 10..17 all pass).
+    let seed = std::env::var("PPO_SEED").map_or(3, |s| s.parse().unwrap());
+    let stats = run_toy(seed, 0.02);
+    let scores: Vec<f64> = stats.iter().map(|s| s.score).collect();
+    let first = (scores[0] + scores[1]) / 2.0;
+    let end = (scores[18] + scores[19]) / 2.0;
+    let last = &stats[19];
+    eprintln!("mean score per iteration: {scores:.3?}");
     eprintln!("last stats: {last:?}");
     assert!(end > first + 0.3, "score {first:.3} -> {end:.3}");
     assert!(last.kl > 0.0, "the policy moved away from the reference");
-    assert!(last.clip_frac >= 0.0 && last.clip_frac <= 1.0);
+    assert!(
+        stats.iter().all(|s| s.logprob_mismatch < 1e-4),
+        "sampler and update disagree"
+    );
+}
+
+#[test]
+fn a_larger_kl_coefficient_keeps_the_policy_closer_to_the_reference() {
+    let kl_end = |beta: f64| {
+        let stats = run_toy(3, beta);
+        stats[17..].iter().map(|s| s.kl).sum::<f64>() / 3.0
+    };
+    let (small, large) = (kl_end(0.02), kl_end(1.0));
+    eprintln!("KL over the last 3 iterations: beta 0.02 -> {small:.3}, beta 1 -> {large:.3}");
+    assert!(large < small, "beta 1: {large:.3}, beta 0.02: {small:.3}");
 }
 
 #[test]

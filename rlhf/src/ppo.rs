@@ -634,6 +634,7 @@ fn entropy_sum(p: &Padded, logp: &Tensor) -> (f64, f64) {
 
 /// Each response token's log-prob under `model` with logits divided by `temperature` (no
 /// gradient), one vector per rollout: what the reference policy gives for the KL penalty.
+/// Runs [`LOGPROB_CHUNK`] rollouts per forward pass, so memory stays bounded for big batches.
 pub fn response_logprobs(
     model: &Gpt,
     rollouts: &[Rollout],
@@ -644,11 +645,18 @@ pub fn response_logprobs(
     }
     let refs: Vec<&Rollout> = rollouts.iter().collect();
     check_rollouts(model, &refs)?;
-    let width = refs.iter().map(|r| r.response.len()).max().unwrap_or(0);
-    let p = Padded::new(&refs, width);
-    let (lp, _) = no_grad(|| token_logprobs(model, &p, temperature))?;
-    Ok(unpad(&lp.to_vec_f64(), &refs, width))
+    let mut out = Vec::with_capacity(refs.len());
+    for chunk in refs.chunks(LOGPROB_CHUNK) {
+        let width = chunk.iter().map(|r| r.response.len()).max().unwrap_or(0);
+        let p = Padded::new(chunk, width);
+        let (lp, _) = no_grad(|| token_logprobs(model, &p, temperature))?;
+        out.extend(unpad(&lp.to_vec_f64(), chunk, width));
+    }
+    Ok(out)
 }
+
+/// Rollouts per forward pass in [`response_logprobs`].
+pub const LOGPROB_CHUNK: usize = 64;
 
 /// Splits a flat `[B, R]` array back into one vector per rollout (its response length).
 fn unpad(flat: &[f64], rollouts: &[&Rollout], width: usize) -> Vec<Vec<f64>> {

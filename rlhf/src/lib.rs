@@ -13,12 +13,15 @@
 //! - [`sft`]: supervised fine-tuning on demonstrations, the prompt masked.
 //! - [`data`]: the JSONL records (demonstrations, rankings, pairs), their readers and
 //!   append-only writers.
+//! - [`ppo`]: PPO with a KL penalty to the SFT policy (InstructGPT step 3), its value model,
+//!   KL controllers and PPO-ptx.
 
 pub mod chat;
 pub mod corpus;
 pub mod data;
 pub mod labeler;
 pub mod policy;
+pub mod ppo;
 pub mod sft;
 pub mod world;
 

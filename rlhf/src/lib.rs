@@ -10,11 +10,19 @@
 //!   and noisy K-way rankings calibrated to InstructGPT's inter-labeler agreement.
 //! - [`data`]: the JSONL records (demonstrations, rankings, pairs), their readers and
 //!   append-only writers.
+//! - [`logprobs`]: log-probabilities of completions under a policy (prompt masked), shared by
+//!   DPO and PPO.
+//! - [`reward`]: the reward model (scalar head at the last token), the InstructGPT eq. 1
+//!   ranking loss, its training, held-out pairwise accuracy, and normalisation.
+//! - [`dpo`]: Direct Preference Optimization, the comparison baseline.
 
 pub mod chat;
 pub mod corpus;
 pub mod data;
+pub mod dpo;
 pub mod labeler;
+pub mod logprobs;
+pub mod reward;
 pub mod world;
 
 pub use chat::{chat_example, chat_prompt, parse_completion, Answer};

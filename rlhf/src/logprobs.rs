@@ -27,7 +27,7 @@ use crate::chat::chat_prompt;
 /// Per-token log-probabilities of a batch of completions, right-padded.
 #[derive(Clone, Debug)]
 pub struct TokenLogprobs {
-    /// `[N, C]`: column `j` of row `i` is log π(completion_i[j] | prompt_i, completion_i[..j]);
+    /// `[N, C]`: column `j` of row `i` is `log π(completion_i[j] | prompt_i, completion_i[..j])`;
     /// 0 past the completion's end. `C` is the longest completion (at least 1).
     pub logprobs: Tensor,
     /// `[N, C]`, 1 where a completion token is, 0 in the padding (same dtype as `logprobs`).

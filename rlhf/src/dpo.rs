@@ -242,7 +242,8 @@ fn micro_loss(policy: &Gpt, items: &[&Encoded], beta: f64) -> Result<(Tensor, Su
 
 /// Trains `policy` with DPO against the frozen `reference` on `pairs`: `config.epochs`
 /// shuffled passes, batches of `config.batch_size` pairs, AdamW with warm-up and cosine
-/// decay, global-norm clipping, no dropout. `on_step` sees each step's metrics (measured
+/// decay, global-norm clipping, no dropout. The reference's log-probs are computed once, up
+/// front, without gradients. `on_step` sees each step's metrics (measured
 /// before the step's update); all of them are returned.
 pub fn train_dpo(
     policy: &mut Gpt,

@@ -137,6 +137,10 @@ fn sequence_logprobs_gradcheck_through_the_model() {
         &GradcheckOptions::default(),
     )
     .unwrap();
+    eprintln!(
+        "gradcheck: max rel error {:.2e} over {} elements",
+        report.max_rel_error, report.checked
+    );
     assert!(report.passed, "{report:?}");
 }
 
@@ -184,6 +188,10 @@ fn dpo_loss_gradcheck() {
             &GradcheckOptions::default(),
         )
         .unwrap();
+        eprintln!(
+            "gradcheck beta {beta}: max rel error {:.2e}",
+            report.max_rel_error
+        );
         assert!(report.passed, "beta {beta}: {report:?}");
         assert_eq!(report.checked, 20);
     }

@@ -133,6 +133,10 @@ fn ranking_loss_gradcheck() {
         &GradcheckOptions::default(),
     )
     .unwrap();
+    eprintln!(
+        "gradcheck: max rel error {:.2e} over {} elements",
+        report.max_rel_error, report.checked
+    );
     assert!(report.passed, "{report:?}");
     assert_eq!(report.checked, 7);
 }
@@ -140,7 +144,8 @@ fn ranking_loss_gradcheck() {
 #[test]
 fn reward_model_loss_gradcheck_through_the_head_and_trunk() {
     // The whole path in f64: sequences → trunk → head at each last token → eq. 1 loss,
-    // checked against finite differences in the head weight, bias and final layernorm gain.
+    // checked against finite differences in the head weight and bias, the final layernorm
+    // gain, the token embedding and the first attention projection.
     let rm = tiny_rm(12, 8, 5).to_dtype(DType::F64).unwrap();
     let seqs = vec![vec![1, 2, 3], vec![4, 5], vec![6, 7, 8, 9, 10], vec![11]];
     let groups = vec![vec![(0, 1), (0, 2), (1, 2)], vec![(3, 0)]];
@@ -148,6 +153,8 @@ fn reward_model_loss_gradcheck_through_the_head_and_trunk() {
         rm.score_w.clone(),
         rm.score_b.clone(),
         rm.trunk.ln_f_w.clone(),
+        rm.trunk.wte.clone(),
+        rm.trunk.blocks[0].attn_w.clone(),
     ];
     let report = gradcheck(
         |xs| {
@@ -155,6 +162,8 @@ fn reward_model_loss_gradcheck_through_the_head_and_trunk() {
             m.score_w = xs[0].clone();
             m.score_b = xs[1].clone();
             m.trunk.ln_f_w = xs[2].clone();
+            m.trunk.wte = xs[3].clone();
+            m.trunk.blocks[0].attn_w = xs[4].clone();
             let s = m.scores(&seqs, None).map_err(to_engine)?;
             ranking_loss(&s, &groups).map_err(to_engine)
         },
@@ -162,6 +171,10 @@ fn reward_model_loss_gradcheck_through_the_head_and_trunk() {
         &GradcheckOptions::default(),
     )
     .unwrap();
+    eprintln!(
+        "gradcheck: max rel error {:.2e} over {} elements",
+        report.max_rel_error, report.checked
+    );
     assert!(report.passed, "{report:?}");
 }
 
@@ -342,6 +355,24 @@ fn save_load_round_trip() {
     model::checkpoint::save(&rm.trunk, plain.path()).unwrap();
     let err = RewardModel::load(plain.path()).unwrap_err().to_string();
     assert!(err.contains(reward::HEAD_FILE), "{err}");
+    // A head of the wrong width is an error naming the tensor.
+    let wrong = vec![
+        (
+            "score.weight".to_string(),
+            Tensor::zeros(&[1, 8], DType::F32),
+        ),
+        ("score.bias".to_string(), Tensor::zeros(&[1], DType::F32)),
+        (
+            "normalization.bias".to_string(),
+            Tensor::zeros(&[1], DType::F64),
+        ),
+    ];
+    model::checkpoint::save_tensors(plain.path().join(reward::HEAD_FILE), &wrong).unwrap();
+    let err = RewardModel::load(plain.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("score.weight") && err.contains("[1, 16]"),
+        "{err}"
+    );
 }
 
 #[test]

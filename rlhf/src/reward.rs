@@ -376,7 +376,7 @@ fn score_group(
     Ok((rm.scores(&seqs, dropout)?, groups))
 }
 
-/// Pairwise statistics of scores: (correct count, Σ chosen, Σ rejected, Σ margin, pairs).
+/// Pairwise sums over the groups' pairs: (pairs ranked right, Σ r(better), Σ r(worse), pairs).
 fn pair_sums(scores: &[f64], groups: &[Vec<(usize, usize)>]) -> (usize, f64, f64, usize) {
     let (mut correct, mut chosen, mut rejected, mut n) = (0, 0.0, 0.0, 0);
     for &(b, w) in groups.iter().flatten() {

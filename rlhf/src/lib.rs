@@ -15,13 +15,21 @@
 //!   append-only writers.
 //! - [`ppo`]: PPO with a KL penalty to the SFT policy (InstructGPT step 3), its value model,
 //!   KL controllers and PPO-ptx.
+//! - [`logprobs`]: log-probabilities of completions under a policy (prompt masked), shared by
+//!   DPO and PPO.
+//! - [`reward`]: the reward model (scalar head at the last token), the InstructGPT eq. 1
+//!   ranking loss, its training, held-out pairwise accuracy, and normalisation.
+//! - [`dpo`]: Direct Preference Optimization, the comparison baseline.
 
 pub mod chat;
 pub mod corpus;
 pub mod data;
+pub mod dpo;
 pub mod labeler;
+pub mod logprobs;
 pub mod policy;
 pub mod ppo;
+pub mod reward;
 pub mod sft;
 pub mod world;
 

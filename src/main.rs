@@ -26,6 +26,9 @@ enum Command {
     Sft(cmd::sft::Args),
     /// Judge a model's answers to held-out prompts with the simulated labeler's rubric.
     Judge(cmd::judge::Args),
+    /// The whole InstructGPT recipe on the embedded world: pretrain, SFT, rankings, reward
+    /// model, PPO (+ β = 0 and DPO for comparison), judged on held-out prompts.
+    Pipeline(cmd::pipeline::Args),
     /// Write the embedded task world of a seed: pretraining corpus and demonstrations.
     World(cmd::world::Args),
     /// Pretrain a GPT-2 on a text file (presets tiny and small), with exact --resume.
@@ -46,6 +49,7 @@ fn main() {
         Command::Grads(args) => cmd::grads::run(args),
         Command::Pretrain(args) => cmd::pretrain::run(*args),
         Command::World(args) => cmd::world::run(args),
+        Command::Pipeline(args) => cmd::pipeline::run(args),
         Command::Sft(args) => cmd::sft::run(args),
         Command::Judge(args) => cmd::judge::run(args),
         Command::Sample(args) => cmd::sample::run(args),

@@ -8,6 +8,8 @@
 //!   a documented mix of good and bad assistant behaviour).
 //! - [`labeler`]: the simulated labeler: a written lexicographic rubric, a score for evaluation,
 //!   and noisy K-way rankings calibrated to InstructGPT's inter-labeler agreement.
+//! - [`pipeline`]: every stage of the recipe in order, on the embedded world, with the
+//!   numbers that show each worked.
 //! - [`policy`]: sampling answers from a model in the chat format, and judging a policy
 //!   (held-out rubric score, rude-word rate, win rate).
 //! - [`sft`]: supervised fine-tuning on demonstrations, the prompt masked.
@@ -27,6 +29,7 @@ pub mod data;
 pub mod dpo;
 pub mod labeler;
 pub mod logprobs;
+pub mod pipeline;
 pub mod policy;
 pub mod ppo;
 pub mod reward;

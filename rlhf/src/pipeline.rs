@@ -1,0 +1,683 @@
+//! The whole InstructGPT recipe on the embedded task world, one stage after another:
+//!
+//! 1. **world** — generate the corpus, prompts and demonstrations from a seed;
+//! 2. **pretrain** — a GPT-2 on the corpus (next-token prediction);
+//! 3. **sft** — fine-tune on the demonstrations (prompt masked);
+//! 4. **collect** — sample K answers per prompt from the SFT policy; the simulated labeler
+//!    ranks them (with InstructGPT-like disagreement);
+//! 5. **rm** — train the reward model on the rankings (InstructGPT eq. 1), normalise it so
+//!    the demonstrations score 0, measure held-out pairwise accuracy;
+//! 6. **ppo** — optimise the policy against the reward model with a KL penalty to the SFT
+//!    policy (InstructGPT eq. 2), the value model initialised from the reward model; and the
+//!    same with β = 0, to show over-optimisation;
+//! 7. **dpo** — the direct preference loss on the same rankings, for comparison;
+//! 8. **evaluate** — each stage's answers to held-out prompts, judged by the labeler's rubric
+//!    (score, rude-word rate, win rate of PPO against SFT).
+//!
+//! Every stage writes its folder under the run folder (checkpoint + `metrics.jsonl`), and
+//! [`run`] returns a [`Summary`] of the numbers that show each step worked.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use engine::{ops, Rng};
+use model::pretrain::{self, ModelShape, PretrainOptions};
+use model::tokenizer::Tokenizer;
+use model::train::TrainConfig;
+use model::{checkpoint, Gpt, Result};
+use serde::Serialize;
+
+use crate::data::{append_jsonl, Ranking};
+use crate::dpo::{pairs_of, train_dpo, DpoConfig};
+use crate::labeler::Labeler;
+use crate::policy::{evaluate_policy, sample_answers, win_rate, PolicyEval};
+use crate::ppo::{
+    response_logprobs, KlController, PpoConfig, PpoStats, PpoTrainer, Rollout, ValueModel,
+};
+use crate::reward::{
+    evaluate as evaluate_rm, normalize, score_completions, train_reward_model, RewardConfig,
+    RewardModel,
+};
+use crate::sft::{train_sft, SftConfig, SftEvent};
+use crate::world::{PromptRecord, Split, World};
+
+/// Sizes and hyper-parameters of a pipeline run.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub world_seed: u64,
+    pub seed: u64,
+    pub corpus_bytes: usize,
+    pub shape: ModelShape,
+    pub pretrain: TrainConfig,
+    pub sft: SftConfig,
+    /// Train prompts whose K answers the labeler ranks for the reward model.
+    pub collect_prompts: usize,
+    /// Held-out prompts ranked the same way, for the reward model's held-out accuracy.
+    pub collect_heldout_prompts: usize,
+    /// Answers per prompt (InstructGPT: 4 to 9).
+    pub k: usize,
+    /// Sampling temperature when collecting answers and in PPO rollouts.
+    pub temperature: f64,
+    pub max_new_tokens: usize,
+    pub rm: RewardConfig,
+    pub ppo: PpoConfig,
+    pub ppo_iterations: usize,
+    /// Prompts per PPO iteration, and answers sampled per prompt.
+    pub ppo_prompts: usize,
+    pub ppo_samples: usize,
+    /// Also run PPO with β = 0 (no KL penalty), for the over-optimisation lesson.
+    pub beta_zero: bool,
+    pub dpo: DpoConfig,
+    /// Held-out prompts each stage answers in the final evaluation (0 = all).
+    pub eval_prompts: usize,
+    /// Temperature of the evaluation answers (the policy's own distribution, not greedy).
+    pub eval_temperature: f64,
+    /// Evaluate the PPO policy on held-out prompts every this many iterations.
+    pub ppo_eval_every: usize,
+}
+
+impl PipelineConfig {
+    /// The demo: a 0.9M-parameter GPT-2, a few minutes on a 2-core laptop CPU.
+    pub fn demo() -> PipelineConfig {
+        let shape = ModelShape {
+            vocab_size: 512,
+            n_positions: 128,
+            n_embd: 128,
+            n_layer: 4,
+            n_head: 4,
+            dropout: 0.0,
+        };
+        PipelineConfig {
+            world_seed: 0,
+            seed: 0,
+            corpus_bytes: 2_000_000,
+            shape,
+            pretrain: TrainConfig {
+                steps: 1200,
+                batch_size: 16,
+                seq_len: 128,
+                grad_accum: 1,
+                max_lr: 2e-3,
+                min_lr: 2e-4,
+                warmup: 60,
+                grad_clip: 1.0,
+                adamw: engine::optim::AdamWConfig {
+                    beta2: 0.95,
+                    ..Default::default()
+                },
+                dropout: false,
+            },
+            sft: SftConfig {
+                epochs: 4,
+                batch_size: 16,
+                max_lr: 5e-4,
+                dropout: 0.1,
+                ..SftConfig::default()
+            },
+            collect_prompts: 400,
+            collect_heldout_prompts: 100,
+            k: 4,
+            temperature: 1.0,
+            max_new_tokens: 48,
+            rm: RewardConfig {
+                epochs: 2,
+                batch_size: 16,
+                micro_batch: 8,
+                lr: 3e-4,
+                ..RewardConfig::default()
+            },
+            ppo: PpoConfig {
+                kl: KlController::fixed(0.02),
+                ppo_epochs: 2,
+                minibatch_size: 32,
+                policy_lr: 3e-5,
+                value_lr: 1e-4,
+                ..PpoConfig::default()
+            },
+            ppo_iterations: 40,
+            ppo_prompts: 16,
+            ppo_samples: 4,
+            beta_zero: true,
+            dpo: DpoConfig {
+                lr: 5e-5,
+                batch_size: 16,
+                micro_batch: 8,
+                ..DpoConfig::default()
+            },
+            eval_prompts: 0,
+            eval_temperature: 1.0,
+            ppo_eval_every: 10,
+        }
+    }
+
+    /// A reduced run for the CI test: every stage, tiny sizes.
+    pub fn tiny() -> PipelineConfig {
+        let mut c = PipelineConfig::demo();
+        c.corpus_bytes = 300_000;
+        c.shape.n_embd = 64;
+        c.shape.n_layer = 2;
+        c.shape.n_head = 2;
+        c.shape.vocab_size = 400;
+        c.pretrain.steps = 150;
+        c.pretrain.warmup = 10;
+        c.pretrain.batch_size = 8;
+        c.sft.epochs = 2;
+        c.collect_prompts = 96;
+        c.collect_heldout_prompts = 32;
+        c.ppo_iterations = 6;
+        c.ppo_prompts = 8;
+        c.eval_prompts = 48;
+        c.ppo_eval_every = 3;
+        c
+    }
+}
+
+/// What a pipeline run reports as it goes.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A stage starts.
+    Stage(&'static str),
+    /// A line worth printing.
+    Note(String),
+    /// Progress within the stage: `done` of `total`, with a message.
+    Progress { done: u64, total: u64, msg: String },
+}
+
+/// The held-out evaluation of one stage's policy.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageEval {
+    pub stage: String,
+    #[serde(flatten)]
+    pub eval: PolicyEval,
+}
+
+/// The numbers that show each step worked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub params: usize,
+    pub pretrain_val_loss: f64,
+    pub sft_heldout_loss: f64,
+    pub rm_heldout_accuracy: f64,
+    pub rm_train_pairs: usize,
+    pub stages: Vec<StageEval>,
+    /// PPO's answers against SFT's on held-out prompts, judged by a noisy labeler.
+    pub ppo_win_rate_vs_sft: f64,
+    pub dpo_win_rate_vs_sft: f64,
+    /// KL(PPO ‖ SFT) per answer at the end of PPO (the last iteration's estimate).
+    pub ppo_final_kl: f64,
+    /// With β = 0: the first and last iterations' reward-model score, KL, and held-out
+    /// labeler score at the start and end.
+    pub beta_zero: Option<BetaZero>,
+    pub seconds: f64,
+}
+
+/// The over-optimisation check: PPO with no KL penalty.
+#[derive(Clone, Debug, Serialize)]
+pub struct BetaZero {
+    pub rm_score_first: f64,
+    pub rm_score_last: f64,
+    pub kl_last: f64,
+    pub labeler_score_sft: f64,
+    pub labeler_score_last: f64,
+}
+
+/// Runs every stage into `out` (created if needed).
+pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Result<Summary> {
+    let started = std::time::Instant::now();
+    let dir = |name: &str| out.join(name);
+    std::fs::create_dir_all(out).map_err(io(out))?;
+
+    on(Event::Stage("world"));
+    let world = World::new(config.world_seed);
+    let world_dir = dir("world");
+    std::fs::create_dir_all(&world_dir).map_err(io(&world_dir))?;
+    let corpus = crate::corpus::corpus(config.world_seed, config.corpus_bytes);
+    let corpus_path = world_dir.join("corpus.txt");
+    checkpoint::write_atomic(&corpus_path, corpus.as_bytes())?;
+    let train_demos = world.demonstrations(Split::Train);
+    let heldout_demos = world.demonstrations(Split::Heldout);
+    let mut heldout = world.prompts(Split::Heldout).to_vec();
+    if config.eval_prompts > 0 {
+        heldout.truncate(config.eval_prompts);
+    }
+    on(Event::Note(format!(
+        "world {}: {} bytes of corpus, {} train and {} held-out prompts",
+        config.world_seed,
+        corpus.len(),
+        world.prompts(Split::Train).len(),
+        world.prompts(Split::Heldout).len()
+    )));
+
+    on(Event::Stage("pretrain"));
+    let pre_dir = dir("pretrain");
+    let opts = PretrainOptions {
+        data: corpus_path,
+        out: pre_dir.clone(),
+        resume: None,
+        shape: config.shape.clone(),
+        train: config.pretrain.clone(),
+        val_fraction: 0.05,
+        eval_every: (config.pretrain.steps / 6).max(1),
+        eval_batches: 4,
+        sample_every: 0,
+        sample_prompt: String::new(),
+        checkpoint_every: 0,
+        seed: config.seed,
+        stop_after: None,
+    };
+    // A fresh run each time: an old run's tokenizer or metrics must not leak in.
+    let _ = std::fs::remove_dir_all(&pre_dir);
+    let total = config.pretrain.steps;
+    let pretrain_val_loss = pretrain::run(&opts, |e| match e {
+        pretrain::Event::Step {
+            stats,
+            tokens_per_sec,
+        } => on(Event::Progress {
+            done: stats.step,
+            total,
+            msg: format!("loss {:.3}  {:.0} tok/s", stats.loss, tokens_per_sec),
+        }),
+        pretrain::Event::Eval { step, val_loss } => on(Event::Note(format!(
+            "pretrain step {step}: val loss {val_loss:.3}"
+        ))),
+        _ => {}
+    })?;
+    let tok = Tokenizer::load(&pre_dir)?;
+    let pretrained = checkpoint::load(&pre_dir)?;
+    let params = pretrained.config.num_params();
+
+    on(Event::Stage("sft"));
+    let mut sft = pretrained.clone();
+    let sft_dir = dir("sft");
+    let mut sft_metrics = Metrics::create(&sft_dir)?;
+    let sft_heldout_loss = train_sft(
+        &mut sft,
+        &tok,
+        &train_demos,
+        &heldout_demos,
+        &config.sft,
+        |e| match e {
+            SftEvent::Step { stats, .. } => {
+                sft_metrics.write(serde_json::json!({"step": stats.step, "loss": stats.loss}));
+                on(Event::Progress {
+                    done: stats.step,
+                    total: 0,
+                    msg: format!("loss {:.3}", stats.loss),
+                });
+            }
+            SftEvent::Eval {
+                step, heldout_loss, ..
+            } => {
+                sft_metrics.write(serde_json::json!({"step": step, "val_loss": heldout_loss}));
+            }
+            SftEvent::Start { .. } => {}
+        },
+    )?;
+    sft_metrics.finish()?;
+    save_policy(&sft, &tok, &sft_dir)?;
+
+    on(Event::Stage("collect"));
+    let labeler = Labeler::instructgpt();
+    let mut rng = Rng::new(config.seed).fork(11);
+    let collect = |records: &[PromptRecord],
+                   rng: &mut Rng,
+                   on: &mut dyn FnMut(Event)|
+     -> Result<Vec<Ranking>> {
+        let mut out = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let samples = sample_answers(
+                &sft,
+                &tok,
+                &r.prompt,
+                config.k,
+                config.temperature,
+                config.max_new_tokens,
+                rng.next_u64(),
+            )?;
+            let completions = samples.into_iter().map(|s| s.completion).collect();
+            out.push(labeler.ranking(r, completions, rng));
+            on(Event::Progress {
+                done: i as u64 + 1,
+                total: records.len() as u64,
+                msg: String::new(),
+            });
+        }
+        Ok(out)
+    };
+    let mut train_prompts = world.prompts(Split::Train).to_vec();
+    rng.shuffle(&mut train_prompts);
+    let rank_train = collect(
+        &train_prompts[..config.collect_prompts.min(train_prompts.len())],
+        &mut rng,
+        &mut on,
+    )?;
+    let heldout_all = world.prompts(Split::Heldout);
+    let rank_heldout = collect(
+        &heldout_all[..config.collect_heldout_prompts.min(heldout_all.len())],
+        &mut rng,
+        &mut on,
+    )?;
+    let collect_dir = dir("collect");
+    std::fs::create_dir_all(&collect_dir).map_err(io(&collect_dir))?;
+    for (name, rankings) in [
+        ("rankings.jsonl", &rank_train),
+        ("rankings_heldout.jsonl", &rank_heldout),
+    ] {
+        let path = collect_dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        append_jsonl(&path, rankings).map_err(|e| model::Error::Invalid(e.to_string()))?;
+    }
+
+    on(Event::Stage("rm"));
+    let mut rm = RewardModel::from_policy(sft.clone(), &mut Rng::new(config.seed).fork(12));
+    let rm_dir = dir("rm");
+    let mut rm_metrics = Metrics::create(&rm_dir)?;
+    let before = evaluate_rm(&rm, &rank_heldout, &tok)?;
+    rm_metrics.write(serde_json::json!({"step": 0, "heldout_accuracy": before.accuracy}));
+    let steps = train_reward_model(&mut rm, &rank_train, &tok, &config.rm, |s| {
+        rm_metrics
+            .write(serde_json::json!({"step": s.step, "loss": s.loss, "accuracy": s.accuracy}));
+        on(Event::Progress {
+            done: s.step,
+            total: 0,
+            msg: format!("loss {:.3} acc {:.2}", s.loss, s.accuracy),
+        });
+    })?;
+    normalize(&mut rm, &train_demos, &tok)?;
+    let rm_eval = evaluate_rm(&rm, &rank_heldout, &tok)?;
+    rm_metrics
+        .write(serde_json::json!({"step": steps.len(), "heldout_accuracy": rm_eval.accuracy}));
+    rm_metrics.finish()?;
+    rm.save(&rm_dir)?;
+    on(Event::Note(format!(
+        "reward model: held-out pairwise accuracy {:.1}% (before training {:.1}%, {} pairs)",
+        100.0 * rm_eval.accuracy,
+        100.0 * before.accuracy,
+        rm_eval.pairs
+    )));
+
+    on(Event::Stage("ppo"));
+    let (ppo, ppo_stats) = run_ppo(
+        config,
+        &config.ppo,
+        &sft,
+        &rm,
+        &tok,
+        &world,
+        &heldout,
+        &dir("ppo"),
+        &mut on,
+    )?;
+    let ppo_final_kl = ppo_stats.last().map(|s| s.kl).unwrap_or(0.0);
+    let beta_zero = if config.beta_zero {
+        on(Event::Stage("ppo (β = 0)"));
+        let mut c = config.ppo.clone();
+        c.kl = KlController::fixed(0.0);
+        let (_, stats) = run_ppo(
+            config,
+            &c,
+            &sft,
+            &rm,
+            &tok,
+            &world,
+            &heldout,
+            &dir("ppo_beta0"),
+            &mut on,
+        )?;
+        let labeler_scores = read_eval_scores(&dir("ppo_beta0"))?;
+        Some(BetaZero {
+            rm_score_first: stats.first().map(|s| s.score).unwrap_or(0.0),
+            rm_score_last: stats.last().map(|s| s.score).unwrap_or(0.0),
+            kl_last: stats.last().map(|s| s.kl).unwrap_or(0.0),
+            labeler_score_sft: labeler_scores.first().copied().unwrap_or(0.0),
+            labeler_score_last: labeler_scores.last().copied().unwrap_or(0.0),
+        })
+    } else {
+        None
+    };
+
+    on(Event::Stage("dpo"));
+    let mut dpo = sft.clone();
+    let dpo_dir = dir("dpo");
+    let mut dpo_metrics = Metrics::create(&dpo_dir)?;
+    train_dpo(
+        &mut dpo,
+        &sft,
+        &pairs_of(&rank_train),
+        &tok,
+        &config.dpo,
+        |s| {
+            dpo_metrics.write(serde_json::json!({"step": s.step, "loss": s.loss, "margin": s.margins, "accuracy": s.accuracies}));
+            on(Event::Progress {
+                done: s.step,
+                total: 0,
+                msg: format!("loss {:.3}", s.loss),
+            });
+        },
+    )?;
+    dpo_metrics.finish()?;
+    save_policy(&dpo, &tok, &dpo_dir)?;
+
+    on(Event::Stage("evaluate"));
+    let mut stages = Vec::new();
+    let mut answers = Vec::new();
+    for (name, m) in [
+        ("pretrained", &pretrained),
+        ("sft", &sft),
+        ("ppo", &ppo),
+        ("dpo", &dpo),
+    ] {
+        let (eval, a) = evaluate_policy(
+            m,
+            &tok,
+            &heldout,
+            config.eval_temperature,
+            config.max_new_tokens,
+            config.seed ^ 77,
+        )?;
+        on(Event::Note(format!(
+            "{name:>10}: labeler score {:.3}, correct {:.1}%, rude {:.1}%, ended {:.1}%",
+            eval.mean_score,
+            100.0 * eval.correct,
+            100.0 * eval.rude,
+            100.0 * eval.ended
+        )));
+        stages.push(StageEval {
+            stage: name.into(),
+            eval,
+        });
+        answers.push(a);
+    }
+    let ppo_win_rate_vs_sft = win_rate(&heldout, &answers[2], &answers[1], config.seed ^ 99);
+    let dpo_win_rate_vs_sft = win_rate(&heldout, &answers[3], &answers[1], config.seed ^ 99);
+    let summary = Summary {
+        params,
+        pretrain_val_loss,
+        sft_heldout_loss,
+        rm_heldout_accuracy: rm_eval.accuracy,
+        rm_train_pairs: rank_train
+            .iter()
+            .map(|r| crate::reward::ranking_pairs(r).len())
+            .sum(),
+        stages,
+        ppo_win_rate_vs_sft,
+        dpo_win_rate_vs_sft,
+        ppo_final_kl,
+        beta_zero,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&summary).expect("plain data serialises");
+    checkpoint::write_atomic(out.join("summary.json"), json.as_bytes())?;
+    Ok(summary)
+}
+
+/// PPO from the SFT policy against `rm`, KL-penalised towards SFT: `config.ppo_iterations`
+/// iterations of rollouts (train prompts, `ppo_samples` answers each), reward-model scores,
+/// and one [`PpoTrainer::step`]. Evaluates on held-out prompts with the labeler every
+/// `ppo_eval_every` iterations. Writes metrics and the final policy to `out`.
+#[allow(clippy::too_many_arguments)]
+fn run_ppo(
+    config: &PipelineConfig,
+    ppo_config: &PpoConfig,
+    sft: &Gpt,
+    rm: &RewardModel,
+    tok: &Tokenizer,
+    world: &World,
+    heldout: &[PromptRecord],
+    out: &Path,
+    on: &mut impl FnMut(Event),
+) -> Result<(Gpt, Vec<PpoStats>)> {
+    let mut policy = sft.clone();
+    let c = rm.trunk.config.n_embd;
+    let head_w = ops::reshape(&rm.score_w, &[c])?;
+    // The value head starts as the reward head, bias included (normalisation too).
+    let head_b = ops::add_scalar(&rm.score_b, rm.norm_bias)?;
+    let mut value = ValueModel::new(&rm.trunk, &head_w, &head_b)
+        .map_err(|e| model::Error::Invalid(e.to_string()))?;
+    let mut trainer = PpoTrainer::new(ppo_config.clone());
+    let mut rng = Rng::new(config.seed).fork(21);
+    let prompts = world.prompts(Split::Train);
+    let mut metrics = Metrics::create(out)?;
+    let mut all = Vec::new();
+    let eval_small: Vec<PromptRecord> = heldout.iter().take(48).cloned().collect();
+    let evaluate = |policy: &Gpt, iteration: usize, metrics: &mut Metrics| -> Result<f64> {
+        let (e, _) = evaluate_policy(
+            policy,
+            tok,
+            &eval_small,
+            config.eval_temperature,
+            config.max_new_tokens,
+            5,
+        )?;
+        metrics.write(serde_json::json!({"iteration": iteration, "labeler_score": e.mean_score, "rude": e.rude}));
+        Ok(e.mean_score)
+    };
+    evaluate(&policy, 0, &mut metrics)?;
+    for it in 1..=config.ppo_iterations {
+        let mut rollouts = Vec::new();
+        let mut items = Vec::new();
+        for _ in 0..config.ppo_prompts {
+            let r = &prompts[rng.below(prompts.len() as u64) as usize];
+            for s in sample_answers(
+                &policy,
+                tok,
+                &r.prompt,
+                config.ppo_samples,
+                ppo_config.temperature,
+                config.max_new_tokens,
+                rng.next_u64(),
+            )? {
+                items.push((r.prompt.clone(), s.completion.clone()));
+                rollouts.push(Rollout {
+                    prompt: s.prompt_ids,
+                    response: s.response_ids,
+                    ended: s.answer.ended,
+                    logprobs: s.logprobs,
+                });
+            }
+        }
+        let pairs: Vec<(&str, &str)> = items
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        let scores = score_completions(rm, tok, &pairs, 32)?;
+        let ref_logprobs = response_logprobs(sft, &rollouts, ppo_config.temperature)
+            .map_err(|e| model::Error::Invalid(e.to_string()))?;
+        let stats = trainer
+            .step(
+                &mut policy,
+                &mut value,
+                &rollouts,
+                &ref_logprobs,
+                &scores,
+                None,
+                &mut rng,
+            )
+            .map_err(|e| model::Error::Invalid(e.to_string()))?;
+        let mut line = serde_json::to_value(&stats).expect("plain data serialises");
+        line["iteration"] = it.into();
+        metrics.write(line);
+        on(Event::Progress {
+            done: it as u64,
+            total: config.ppo_iterations as u64,
+            msg: format!(
+                "score {:.3}  kl {:.3}  ended {:.2}",
+                stats.score, stats.kl, stats.frac_ended
+            ),
+        });
+        if it % config.ppo_eval_every.max(1) == 0 || it == config.ppo_iterations {
+            let s = evaluate(&policy, it, &mut metrics)?;
+            on(Event::Note(format!(
+                "ppo iteration {it}: RM score {:.3}, KL {:.3}, held-out labeler score {s:.3}",
+                stats.score, stats.kl
+            )));
+        }
+        all.push(stats);
+    }
+    metrics.finish()?;
+    save_policy(&policy, tok, out)?;
+    Ok((policy, all))
+}
+
+/// The held-out labeler scores a PPO run logged, in order.
+fn read_eval_scores(dir: &Path) -> Result<Vec<f64>> {
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("labeler_score").and_then(|s| s.as_f64()))
+        .collect())
+}
+
+fn save_policy(model: &Gpt, tok: &Tokenizer, dir: &Path) -> Result<()> {
+    checkpoint::save(model, dir)?;
+    tok.save(dir)?;
+    Ok(())
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> model::Error + '_ {
+    move |source| model::Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A stage's `metrics.jsonl`, written line by line; the first write error is kept and
+/// reported by [`Metrics::finish`].
+struct Metrics {
+    path: PathBuf,
+    file: std::fs::File,
+    error: Option<std::io::Error>,
+}
+
+impl Metrics {
+    fn create(dir: &Path) -> Result<Metrics> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join("metrics.jsonl");
+        let file = std::fs::File::create(&path).map_err(io(&path))?;
+        Ok(Metrics {
+            path,
+            file,
+            error: None,
+        })
+    }
+
+    fn write(&mut self, value: serde_json::Value) {
+        if self.error.is_none() {
+            if let Err(e) = writeln!(self.file, "{value}").and_then(|()| self.file.flush()) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self.error {
+            Some(source) => Err(model::Error::Io {
+                path: self.path.display().to_string(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}

@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
             bar.set_length(0);
             bar.set_message("");
         }
-        Event::Note(line) => bar.println(line),
+        Event::Note(line) => crate::cmd::say(&bar, line),
         Event::Progress { done, total, msg } => {
             if total > 0 {
                 bar.set_length(total);

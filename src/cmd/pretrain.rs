@@ -174,7 +174,7 @@ pub fn run(args: Args) -> Result<()> {
 fn report(bar: &ProgressBar, event: Event) {
     match event {
         Event::TokenizerTrained { vocab_size } => {
-            bar.println(format!("trained a tokenizer: {vocab_size} tokens"))
+            crate::cmd::say(bar, format!("trained a tokenizer: {vocab_size} tokens"))
         }
         Event::Start {
             step,
@@ -192,7 +192,7 @@ fn report(bar: &ProgressBar, event: Event) {
                 )
                 .expect("valid template"),
             );
-            bar.println(format!(
+            crate::cmd::say(bar, format!(
                 "{params} parameters; {train_tokens} training and {val_tokens} validation tokens; from step {step} of {total}"
             ));
         }
@@ -207,9 +207,11 @@ fn report(bar: &ProgressBar, event: Event) {
             ));
         }
         Event::Eval { step, val_loss } => {
-            bar.println(format!("step {step}: val loss {val_loss:.4}"))
+            crate::cmd::say(bar, format!("step {step}: val loss {val_loss:.4}"))
         }
-        Event::Sample { step, text } => bar.println(format!("step {step} sample: {text:?}")),
+        Event::Sample { step, text } => {
+            crate::cmd::say(bar, format!("step {step} sample: {text:?}"))
+        }
         Event::Checkpoint { .. } => {}
     }
 }

@@ -67,7 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         let line = match event {
             SftEvent::Start { total, examples } => {
                 bar.set_length(total);
-                bar.println(format!("{examples} demonstrations, {total} steps"));
+                crate::cmd::say(&bar, format!("{examples} demonstrations, {total} steps"));
                 return;
             }
             SftEvent::Step { epoch, stats } => {
@@ -76,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
                 serde_json::json!({"step": stats.step, "epoch": epoch, "loss": stats.loss, "lr": stats.lr})
             }
             SftEvent::Eval { epoch, step, heldout_loss } => {
-                bar.println(format!("epoch {}: held-out loss {heldout_loss:.4}", epoch + 1));
+                crate::cmd::say(&bar, format!("epoch {}: held-out loss {heldout_loss:.4}", epoch + 1));
                 serde_json::json!({"step": step, "epoch": epoch, "val_loss": heldout_loss})
             }
         };

@@ -1,6 +1,6 @@
 //! Reverse-mode automatic differentiation.
 //!
-//! Every op that autograd tracks records a [`Node`]: its inputs and a backward closure.
+//! Every op that autograd tracks records a `Node`: its inputs and a backward closure.
 //! [`Tensor::backward`] sorts the graph topologically from the loss, then walks it from the
 //! loss back to the leaves, asking each node for its inputs' gradients and summing the
 //! gradients of tensors used more than once. The backward closures themselves run with

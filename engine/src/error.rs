@@ -7,17 +7,30 @@
 pub enum Error {
     /// Shapes that do not fit the op, e.g. `matmul: [2, 3] x [4, 5]: inner dims 3 and 4 differ`.
     #[error("{op}: {msg}")]
-    Shape { op: &'static str, msg: String },
+    Shape {
+        /// The op.
+        op: &'static str,
+        /// What does not fit.
+        msg: String,
+    },
     /// Two operands of different dtypes.
     #[error("{op}: dtype mismatch: {lhs} and {rhs}")]
     DType {
+        /// The op.
         op: &'static str,
+        /// The first operand's dtype.
         lhs: crate::DType,
+        /// The other operand's dtype.
         rhs: crate::DType,
     },
     /// An axis or an index outside its range.
     #[error("{op}: {msg}")]
-    Index { op: &'static str, msg: String },
+    Index {
+        /// The op.
+        op: &'static str,
+        /// Which axis or index, and its range.
+        msg: String,
+    },
     /// `backward()` called on a tensor that is not a scalar.
     #[error("backward: the output must be a scalar (one element), got shape {0:?}")]
     NotScalar(Vec<usize>),
@@ -26,7 +39,12 @@ pub enum Error {
     Device(String),
     /// Any other invalid argument (a probability outside [0, 1), a negative length, ...).
     #[error("{op}: {msg}")]
-    Invalid { op: &'static str, msg: String },
+    Invalid {
+        /// The op.
+        op: &'static str,
+        /// What is wrong with the argument.
+        msg: String,
+    },
 }
 
 /// The engine's result type.

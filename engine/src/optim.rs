@@ -7,9 +7,13 @@ use kernels::cpu::adamw::{adamw, adamw_ref, AdamWStep};
 /// AdamW hyper-parameters. Defaults are PyTorch's, except weight decay, which is GPT-2's 0.1.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWConfig {
+    /// Decay of the first moment.
     pub beta1: f64,
+    /// Decay of the second moment.
     pub beta2: f64,
+    /// Added to the denominator, outside the square root.
     pub eps: f64,
+    /// Decoupled weight decay λ.
     pub weight_decay: f64,
     /// Decay only parameters of rank ≥ 2 (weight matrices, embeddings), not biases or
     /// layernorm gains — the usual rule for transformers (nanoGPT, HF `Trainer`).
@@ -33,6 +37,7 @@ impl Default for AdamWConfig {
 /// position, so pass the parameters in the same order every step.
 #[derive(Clone, Debug)]
 pub struct AdamW {
+    /// The hyper-parameters.
     pub config: AdamWConfig,
     /// Steps taken so far.
     pub step: u64,
@@ -143,9 +148,13 @@ pub fn clip_grad_norm(grads: &mut Gradients, params: &[&Tensor], max_norm: f64) 
 /// `total` steps, constant after (the GPT-3 / nanoGPT schedule).
 #[derive(Clone, Copy, Debug)]
 pub struct LrSchedule {
+    /// The rate at the end of warm-up.
     pub max_lr: f64,
+    /// The floor the cosine decays to.
     pub min_lr: f64,
+    /// Steps of linear warm-up.
     pub warmup: u64,
+    /// The step at which the cosine reaches the floor.
     pub total: u64,
 }
 

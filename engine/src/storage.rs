@@ -23,7 +23,9 @@ impl std::fmt::Display for DType {
 /// A contiguous, row-major buffer of one dtype on the CPU.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Storage {
+    /// 32-bit floats.
     F32(Vec<f32>),
+    /// 64-bit floats.
     F64(Vec<f64>),
 }
 

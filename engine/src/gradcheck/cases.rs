@@ -290,7 +290,7 @@ fn block_params(rng: &mut Rng, c: usize) -> Vec<Tensor> {
 }
 
 /// One GPT-2 block built from the engine's ops: x + attn(ln1(x)), then + mlp(ln2(·)).
-/// `x` is `[B, T, C]`; `p` as in [`block_params`] (γ offset by 1 so the norms start near
+/// `x` is `[B, T, C]`; `p` as `block_params` makes them (γ offset by 1 so the norms start near
 /// identity).
 pub fn transformer_block(x: &Tensor, p: &[Tensor], heads: usize) -> Result<Tensor> {
     let (bsz, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);

@@ -11,11 +11,17 @@ use rayon::prelude::*;
 /// Hyper-parameters of one AdamW step. `step` counts from 1.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWStep {
+    /// Learning rate.
     pub lr: f64,
+    /// Decay of the first moment (mean of the gradients).
     pub beta1: f64,
+    /// Decay of the second moment (mean of the squared gradients).
     pub beta2: f64,
+    /// Added to the denominator, outside the square root (PyTorch's placement).
     pub eps: f64,
+    /// Decoupled weight decay λ: the parameter shrinks by lr·λ each step.
     pub weight_decay: f64,
+    /// The step number, from 1 (for the bias corrections 1−βᵗ).
     pub step: u64,
 }
 

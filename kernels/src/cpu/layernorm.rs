@@ -1,7 +1,7 @@
 //! Layer normalisation over the last axis, forward and backward.
 //!
 //! `x` is `[rows, cols]`; each row is normalised independently:
-//!   μ = mean(x),  σ² = mean((x−μ)²)  (two-pass: numerically stable, never E[x²]−μ²),
+//!   μ = mean(x),  σ² = mean((x−μ)²)  (two-pass: numerically stable, never E\[x²\]−μ²),
 //!   r = 1/√(σ²+ε),  x̂ = (x−μ)·r,  y = γ∘x̂ + β.
 //! Backward, per row, with g = dy∘γ:
 //!   dx = r·(g − mean(g) − x̂·mean(g∘x̂)),  dγ = Σ_rows dy∘x̂,  dβ = Σ_rows dy.

@@ -10,6 +10,8 @@
 //! assert_eq!(grads.get(&w).unwrap().to_vec_f64(), vec![2.0, 4.0, 6.0]); // 2w
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod autograd;
 pub mod device;
 pub mod error;

@@ -4,6 +4,8 @@
 //! (generic over [`Float`], written for clarity, used for f64 gradient checks) beside the fast
 //! f32 version (SIMD + rayon). Tests check the fast one against the reference.
 
+#![warn(missing_docs)]
+
 pub mod cpu;
 pub mod float;
 pub mod simd;

@@ -24,6 +24,14 @@ enum Command {
     Sample(cmd::sample::Args),
     /// Supervised fine-tuning on demonstrations (JSONL prompt/completion; the prompt is masked).
     Sft(cmd::sft::Args),
+    /// Sample K answers per prompt and have the simulated labeler rank them (JSONL rankings).
+    Collect(cmd::collect::Args),
+    /// Train a reward model on rankings or pairs (InstructGPT eq. 1).
+    Rm(cmd::rm::Args),
+    /// PPO against a reward model with a KL penalty to the SFT policy (InstructGPT eq. 2).
+    Ppo(Box<cmd::ppo::Args>),
+    /// Direct Preference Optimization on rankings or pairs (the comparison baseline).
+    Dpo(cmd::dpo::Args),
     /// Judge a model's answers to held-out prompts with the simulated labeler's rubric.
     Judge(cmd::judge::Args),
     /// The whole InstructGPT recipe on the embedded world: pretrain, SFT, rankings, reward
@@ -52,6 +60,10 @@ fn main() {
         Command::Pipeline(args) => cmd::pipeline::run(args),
         Command::Sft(args) => cmd::sft::run(args),
         Command::Judge(args) => cmd::judge::run(args),
+        Command::Collect(args) => cmd::collect::run(args),
+        Command::Rm(args) => cmd::rm::run(args),
+        Command::Ppo(args) => cmd::ppo::run(*args),
+        Command::Dpo(args) => cmd::dpo::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Tokenizer(args) => cmd::tokenizer::run(args),
     };

@@ -226,3 +226,33 @@ pub fn append_jsonl<T: Serialize>(path: impl AsRef<Path>, records: &[T]) -> Resu
     let mut w = JsonlWriter::append(path)?;
     records.iter().try_for_each(|r| w.write(r))
 }
+
+/// One line of a preference file: a K-way ranking, or a chosen/rejected pair.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Preference {
+    Ranking(Ranking),
+    Pair(Pair),
+}
+
+/// Reads preferences as rankings: each line is either a ranking `{"prompt", "responses",
+/// "ranking"}` or a pair `{"prompt", "chosen", "rejected"}` (the common open-source format,
+/// read as a ranking of two). A line that is neither is an error naming the file and line.
+pub fn read_preferences(path: impl AsRef<Path>) -> Result<Vec<Ranking>, DataError> {
+    let check = |p: &Preference| match p {
+        Preference::Ranking(r) => r.validate(),
+        Preference::Pair(_) => Ok(()),
+    };
+    Ok(read_checked(path.as_ref(), check)?
+        .into_iter()
+        .map(|p| match p {
+            Preference::Ranking(r) => r,
+            Preference::Pair(p) => Ranking {
+                prompt: p.prompt,
+                responses: vec![p.chosen, p.rejected],
+                ranking: vec![0, 1],
+                ties: Vec::new(),
+            },
+        })
+        .collect())
+}

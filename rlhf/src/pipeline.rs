@@ -397,13 +397,18 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     )));
 
     on(Event::Stage("ppo"));
+    let train_texts: Vec<String> = world
+        .prompts(Split::Train)
+        .iter()
+        .map(|r| r.prompt.clone())
+        .collect();
     let (ppo, ppo_stats) = run_ppo(
         config,
         &config.ppo,
         &sft,
         &rm,
         &tok,
-        &world,
+        &train_texts,
         &heldout,
         &dir("ppo"),
         &mut on,
@@ -419,7 +424,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
             &sft,
             &rm,
             &tok,
-            &world,
+            &train_texts,
             &heldout,
             &dir("ppo_beta0"),
             &mut on,
@@ -512,21 +517,25 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
 }
 
 /// PPO from the SFT policy against `rm`, KL-penalised towards SFT: `config.ppo_iterations`
-/// iterations of rollouts (train prompts, `ppo_samples` answers each), reward-model scores,
-/// and one [`PpoTrainer::step`]. Evaluates on held-out prompts with the labeler every
-/// `ppo_eval_every` iterations. Writes metrics and the final policy to `out`.
+/// iterations of rollouts (`config.ppo_prompts` prompts drawn from `prompts`, `ppo_samples`
+/// answers each), reward-model scores, and one [`PpoTrainer::step`]. Evaluates on `heldout`
+/// with the labeler every `ppo_eval_every` iterations (not at all when `heldout` is empty).
+/// Writes metrics and the final policy to `out`.
 #[allow(clippy::too_many_arguments)]
-fn run_ppo(
+pub fn run_ppo(
     config: &PipelineConfig,
     ppo_config: &PpoConfig,
     sft: &Gpt,
     rm: &RewardModel,
     tok: &Tokenizer,
-    world: &World,
+    prompts: &[String],
     heldout: &[PromptRecord],
     out: &Path,
     on: &mut impl FnMut(Event),
 ) -> Result<(Gpt, Vec<PpoStats>)> {
+    if prompts.is_empty() {
+        return Err(model::Error::Invalid("PPO needs prompts".into()));
+    }
     let mut policy = sft.clone();
     let c = rm.trunk.config.n_embd;
     let head_w = ops::reshape(&rm.score_w, &[c])?;
@@ -536,11 +545,13 @@ fn run_ppo(
         .map_err(|e| model::Error::Invalid(e.to_string()))?;
     let mut trainer = PpoTrainer::new(ppo_config.clone());
     let mut rng = Rng::new(config.seed).fork(21);
-    let prompts = world.prompts(Split::Train);
     let mut metrics = Metrics::create(out)?;
     let mut all = Vec::new();
     let eval_small: Vec<PromptRecord> = heldout.iter().take(48).cloned().collect();
     let evaluate = |policy: &Gpt, iteration: usize, metrics: &mut Metrics| -> Result<f64> {
+        if eval_small.is_empty() {
+            return Ok(f64::NAN);
+        }
         let (e, _) = evaluate_policy(
             policy,
             tok,
@@ -557,17 +568,17 @@ fn run_ppo(
         let mut rollouts = Vec::new();
         let mut items = Vec::new();
         for _ in 0..config.ppo_prompts {
-            let r = &prompts[rng.below(prompts.len() as u64) as usize];
+            let prompt = &prompts[rng.below(prompts.len() as u64) as usize];
             for s in sample_answers(
                 &policy,
                 tok,
-                &r.prompt,
+                prompt,
                 config.ppo_samples,
                 ppo_config.temperature,
                 config.max_new_tokens,
                 rng.next_u64(),
             )? {
-                items.push((r.prompt.clone(), s.completion.clone()));
+                items.push((prompt.clone(), s.completion.clone()));
                 rollouts.push(Rollout {
                     prompt: s.prompt_ids,
                     response: s.response_ids,

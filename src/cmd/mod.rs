@@ -1,12 +1,16 @@
 //! The subcommands.
 
+pub mod collect;
+pub mod dpo;
 pub mod eval;
 pub mod gradcheck;
 pub mod grads;
 pub mod judge;
 pub mod kernels;
 pub mod pipeline;
+pub mod ppo;
 pub mod pretrain;
+pub mod rm;
 pub mod sample;
 pub mod sft;
 pub mod tokenizer;

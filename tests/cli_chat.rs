@@ -251,6 +251,9 @@ fn bad_arguments_are_one_error_line() {
     }
     assert!(!path.exists(), "nothing is written on a bad --k");
 
+    let e = one_error_line(&run(&["chat", "--model", m, "--temperature=-1"], "hi\n"));
+    assert!(e.contains("--temperature"), "{e}");
+
     let missing = tmp.path().join("no_such_model");
     let missing = missing.to_str().unwrap();
     let e = one_error_line(&run(&["chat", "--model", missing], "hi\n"));

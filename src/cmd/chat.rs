@@ -7,7 +7,7 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use rlhf::chat::{chat_prompt, Answer};
 use rlhf::policy::sample_answers;
 
@@ -66,6 +66,9 @@ pub fn ask(prompt: &str) -> Result<Option<String>> {
 
 /// Answers each line of stdin until end of input, an empty line or `/quit`.
 pub fn run(args: Args) -> Result<()> {
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        bail!("--temperature {} must be finite and >= 0", args.temperature);
+    }
     let (model, tok) = load_model_and_tokenizer(&args.model)?;
     if io::stdin().is_terminal() {
         println!("Ask a question (each is answered on its own). An empty line or /quit ends.");

@@ -32,6 +32,16 @@ enum Command {
     Ppo(Box<cmd::ppo::Args>),
     /// Direct Preference Optimization on rankings or pairs (the comparison baseline).
     Dpo(cmd::dpo::Args),
+    /// Ask a model questions in the terminal, one a line (or piped in).
+    ///
+    /// Single-turn: each question is answered on its own, without the earlier ones (the
+    /// model's context is small). An empty line, /quit or the end of input stops.
+    Chat(cmd::chat::Args),
+    /// Rank K sampled answers to each prompt yourself; each ranking is appended to a JSONL file.
+    ///
+    /// Type the answer numbers best to worst (`3 1 4 2` or `3142`); `s` skips a prompt, `q`
+    /// quits. Every ranking is written the moment it is given, so quitting loses nothing.
+    Label(cmd::label::Args),
     /// Judge a model's answers to held-out prompts with the simulated labeler's rubric.
     Judge(cmd::judge::Args),
     /// The whole InstructGPT recipe on the embedded world: pretrain, SFT, rankings, reward
@@ -64,6 +74,8 @@ fn main() {
         Command::Rm(args) => cmd::rm::run(args),
         Command::Ppo(args) => cmd::ppo::run(*args),
         Command::Dpo(args) => cmd::dpo::run(args),
+        Command::Chat(args) => cmd::chat::run(args),
+        Command::Label(args) => cmd::label::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Tokenizer(args) => cmd::tokenizer::run(args),
     };

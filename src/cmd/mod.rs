@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod chat;
 pub mod collect;
 pub mod dpo;
 pub mod eval;
@@ -7,6 +8,7 @@ pub mod gradcheck;
 pub mod grads;
 pub mod judge;
 pub mod kernels;
+pub mod label;
 pub mod pipeline;
 pub mod ppo;
 pub mod pretrain;

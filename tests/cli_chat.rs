@@ -1,0 +1,279 @@
+//! `ferrochat chat` and `ferrochat label` as the built binary, driven through piped stdin, on a
+//! tiny checkpoint pretrained here for a few steps (its answers are noise; the commands'
+//! behaviour is what is tested).
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rlhf::data::{read_rankings, Ranking};
+use rlhf::world::{Split, World};
+
+fn ferrochat(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrochat"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs the binary with `input` on stdin.
+fn run(args: &[&str], input: &str) -> Output {
+    let mut child = ferrochat(args).spawn().expect("the binary runs");
+    // A command that fails early closes its stdin: a broken pipe here is expected then.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One line on stderr starting `error:`, a non-zero exit, no panic.
+fn one_error_line(out: &Output) -> String {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    lines[0].to_string()
+}
+
+/// A checkpoint with its tokenizer, pretrained once for all the tests of this file.
+fn model() -> &'static str {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_chat");
+            let _ = std::fs::remove_dir_all(&root);
+            let (world, run_dir) = (root.join("world"), root.join("run"));
+            let w = world.to_str().unwrap();
+            ok(&run(&["world", "--out", w, "--corpus-bytes", "40000"], ""));
+            let corpus = world.join("corpus.txt");
+            #[rustfmt::skip]
+            ok(&run(&[
+                "pretrain", "--data", corpus.to_str().unwrap(), "--out", run_dir.to_str().unwrap(),
+                "--steps", "4", "--batch-size", "2", "--seq-len", "32", "--vocab-size", "300",
+                "--eval-every", "0", "--sample-every", "0", "--checkpoint-every", "0",
+            ], ""));
+            run_dir
+        })
+        .to_str()
+        .unwrap()
+}
+
+/// A fresh path for a rankings file.
+fn out_file(dir: &tempfile::TempDir) -> (PathBuf, String) {
+    let p = dir.path().join("rankings.jsonl");
+    let s = p.to_str().unwrap().to_string();
+    (p, s)
+}
+
+fn train_prompt(i: usize) -> String {
+    World::new(0).prompts(Split::Train)[i].prompt.clone()
+}
+
+#[test]
+fn chat_answers_piped_questions_until_quit() {
+    let m = model();
+    let one = ok(&run(&["chat", "--model", m], "What is 3 plus 4?\n"));
+    assert!(!one.trim().is_empty(), "no answer printed");
+    // The same seed answers the same; `/quit` and an empty line end the session.
+    assert_eq!(
+        one,
+        ok(&run(&["chat", "--model", m], "What is 3 plus 4?\n"))
+    );
+    let quit = "What is 3 plus 4?\n/quit\nWhat is 5 plus 1?\n";
+    assert_eq!(one, ok(&run(&["chat", "--model", m], quit)));
+    let blank = "What is 3 plus 4?\n\nWhat is 5 plus 1?\n";
+    assert_eq!(one, ok(&run(&["chat", "--model", m], blank)));
+    // Two questions get two answers, the first as when asked alone.
+    let two = ok(&run(
+        &["chat", "--model", m],
+        "What is 3 plus 4?\nSay hi.\n",
+    ));
+    assert!(two.starts_with(&one) && two.len() > one.len(), "{two}");
+    // An answer cut off before <|end|> says so.
+    let cut = ok(&run(
+        &["chat", "--model", m, "--max-new-tokens", "0"],
+        "What is 3 plus 4?\n",
+    ));
+    assert_eq!(cut, "(empty) (no end token)\n");
+    // No input, no output.
+    assert_eq!(ok(&run(&["chat", "--model", m], "")), "");
+}
+
+#[test]
+fn label_writes_exactly_the_rankings_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, out) = out_file(&tmp);
+    let args = ["label", "--model", model(), "--out", &out, "--prompts", "2"];
+    let stdout = ok(&run(&args, "2 1 3 4\n3142\n"));
+    assert!(stdout.contains("2 rankings appended"), "{stdout}");
+    let got = read_rankings(&path).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].prompt, train_prompt(0));
+    assert_eq!(got[0].ranking, vec![1, 0, 2, 3]);
+    assert_eq!(got[1].prompt, train_prompt(1));
+    assert_eq!(got[1].ranking, vec![2, 0, 3, 1]);
+    for r in &got {
+        assert_eq!(r.responses.len(), 4);
+        assert!(r.ties.is_empty());
+        // Every response is shown, numbered.
+        for n in 1..=4 {
+            assert!(stdout.contains(&format!("  {n}. ")), "{stdout}");
+        }
+    }
+    // A second session appends; the first session's lines are kept.
+    ok(&run(&args, "4 3 2 1\nq\n"));
+    let again = read_rankings(&path).unwrap();
+    assert_eq!(again.len(), 3);
+    assert_eq!(again[..2], got[..]);
+    assert_eq!(again[2].ranking, vec![3, 2, 1, 0]);
+}
+
+#[test]
+fn label_rejects_a_bad_ranking_then_accepts_a_good_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, out) = out_file(&tmp);
+    let args = [
+        "label",
+        "--model",
+        model(),
+        "--out",
+        &out,
+        "--prompts",
+        "1",
+        "--k",
+        "5",
+    ];
+    let stdout = ok(&run(
+        &args,
+        "1 1 2 3 4\n1 2 3 4\n6 1 2 3 4\nyes\n5 4 3 2 1\n",
+    ));
+    assert_eq!(stdout.matches("Not a ranking").count(), 4, "{stdout}");
+    assert!(stdout.contains("twice"), "{stdout}");
+    let got = read_rankings(&path).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].ranking, vec![4, 3, 2, 1, 0]);
+    assert_eq!(got[0].responses.len(), 5);
+}
+
+#[test]
+fn label_skips_and_quits_keeping_what_was_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, out) = out_file(&tmp);
+    let args = ["label", "--model", model(), "--out", &out, "--prompts", "4"];
+    let stdout = ok(&run(&args, "s\n1234\nq\n"));
+    assert!(stdout.contains("1 rankings appended"), "{stdout}");
+    assert!(stdout.contains("(1 skipped)"), "{stdout}");
+    let got = read_rankings(&path).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].prompt, train_prompt(1));
+    // The end of input quits like `q`.
+    ok(&run(&args, "4321\n"));
+    assert_eq!(read_rankings(&path).unwrap().len(), 2);
+}
+
+#[test]
+fn label_writes_each_ranking_before_the_next_prompt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, out) = out_file(&tmp);
+    let mut child = ferrochat(&["label", "--model", model(), "--out", &out])
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"2 1 4 3\n").unwrap();
+    stdin.flush().unwrap();
+    // The line is on disk while the program waits for the second ranking; then it is killed.
+    let start = Instant::now();
+    let lines = loop {
+        let n = std::fs::File::open(&path)
+            .map(|f| std::io::BufReader::new(f).lines().count())
+            .unwrap_or(0);
+        if n > 0 || start.elapsed() > Duration::from_secs(120) {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(lines, 1);
+    let got: Vec<Ranking> = read_rankings(&path).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].ranking, vec![1, 0, 3, 2]);
+}
+
+#[test]
+fn label_reads_prompts_from_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, out) = out_file(&tmp);
+    let prompts = tmp.path().join("prompts.txt");
+    std::fs::write(&prompts, "Say hi.\n\n  Name a color.  \n").unwrap();
+    let p = prompts.to_str().unwrap();
+    let args = [
+        "label",
+        "--model",
+        model(),
+        "--out",
+        &out,
+        "--prompt-file",
+        p,
+    ];
+    let stdout = ok(&run(&args, "1234\n4321\n"));
+    assert!(stdout.contains("[2/2] Name a color."), "{stdout}");
+    let got = read_rankings(&path).unwrap();
+    let asked: Vec<&str> = got.iter().map(|r| r.prompt.as_str()).collect();
+    assert_eq!(asked, ["Say hi.", "Name a color."]);
+}
+
+#[test]
+fn bad_arguments_are_one_error_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, out) = out_file(&tmp);
+    let m = model();
+    for k in ["3", "10"] {
+        let e = one_error_line(&run(
+            &["label", "--model", m, "--out", &out, "--k", k],
+            "1234\n",
+        ));
+        assert!(e.contains("--k") && e.contains(k), "{e}");
+    }
+    assert!(!path.exists(), "nothing is written on a bad --k");
+
+    let e = one_error_line(&run(&["chat", "--model", m, "--temperature=-1"], "hi\n"));
+    assert!(e.contains("--temperature"), "{e}");
+
+    let missing = tmp.path().join("no_such_model");
+    let missing = missing.to_str().unwrap();
+    let e = one_error_line(&run(&["chat", "--model", missing], "hi\n"));
+    assert!(e.contains("no_such_model"), "{e}");
+    let e = one_error_line(&run(
+        &["label", "--model", missing, "--out", &out],
+        "1234\n",
+    ));
+    assert!(e.contains("no_such_model"), "{e}");
+    let e = one_error_line(&run(
+        &[
+            "label",
+            "--model",
+            m,
+            "--out",
+            &out,
+            "--prompt-file",
+            missing,
+        ],
+        "",
+    ));
+    assert!(e.contains("no_such_model"), "{e}");
+}

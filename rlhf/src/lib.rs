@@ -11,11 +11,15 @@
 //! - [`sft`]: supervised fine-tuning on demonstrations, the prompt masked.
 //! - [`data`]: the JSONL records (demonstrations, rankings, pairs), their readers and
 //!   append-only writers.
+//! - [`plot`]: line and bar charts as PNG, text in an embedded font (no system fonts needed).
+//! - [`report`]: metrics JSONL into series, and the run's `report.md`.
 
 pub mod chat;
 pub mod corpus;
 pub mod data;
 pub mod labeler;
+pub mod plot;
+pub mod report;
 pub mod sft;
 pub mod world;
 

@@ -260,45 +260,31 @@ fn padded(lo: f64, hi: f64, margin: f64) -> Range<f64> {
 /// The corner of the plot for the legend: the one whose quarter-width, third-height box holds
 /// the fewest points (upper right on a tie), so the legend hides as little data as it can.
 fn legend_corner(series: &[Series], x: &Range<f64>, y: &Range<f64>) -> SeriesLabelPosition {
-    let (left, right) = (
-        x.start + 0.25 * (x.end - x.start),
-        x.end - 0.25 * (x.end - x.start),
-    );
-    let (low, high) = (
-        y.start + 0.33 * (y.end - y.start),
-        y.end - 0.33 * (y.end - y.start),
-    );
-    let corners = [
-        (
-            SeriesLabelPosition::UpperRight,
-            (x.end, right),
-            (y.end, high),
-        ),
-        (
-            SeriesLabelPosition::UpperLeft,
-            (x.start, left),
-            (y.end, high),
-        ),
-        (
-            SeriesLabelPosition::LowerRight,
-            (x.end, right),
-            (y.start, low),
-        ),
-        (
-            SeriesLabelPosition::LowerLeft,
-            (x.start, left),
-            (y.start, low),
-        ),
-    ];
-    let inside = |v: f64, (a, b): (f64, f64)| a.min(b) <= v && v <= a.max(b);
-    let count = |xs, ys| {
+    use SeriesLabelPosition::{LowerLeft, LowerRight, UpperLeft, UpperRight};
+    // Whether `v` lies in the `share` of `range` at its high end (or its low end).
+    let near = |v: f64, range: &Range<f64>, share: f64, high: bool| {
+        let t = (v - range.start) / (range.end - range.start);
+        if high {
+            t >= 1.0 - share
+        } else {
+            t <= share
+        }
+    };
+    let count = |right: bool, top: bool| {
         let points = series.iter().flat_map(|s| &s.points);
         points
-            .filter(|p| inside(p.0, xs) && inside(p.1, ys))
+            .filter(|p| near(p.0, x, 0.25, right) && near(p.1, y, 0.33, top))
             .count()
     };
-    let best = corners.into_iter().min_by_key(|&(_, xs, ys)| count(xs, ys));
-    best.map_or(SeriesLabelPosition::UpperRight, |c| c.0)
+    let corners = [
+        (UpperRight, true, true),
+        (UpperLeft, false, true),
+        (LowerRight, true, false),
+        (LowerLeft, false, false),
+    ];
+    // `min_by_key` keeps the first of equal minima: upper right wins ties.
+    let best = corners.into_iter().min_by_key(|&(_, r, t)| count(r, t));
+    best.map_or(UpperRight, |c| c.0)
 }
 
 /// A bar chart's y range: always including 0, with headroom for the value labels.

@@ -336,3 +336,47 @@ fn saving_a_report_into_a_missing_folder_is_an_error_naming_it() {
         .unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+/// Pixels of the legend box's border colour in the left and the right half of `img` (a
+/// few antialiased text pixels may share the colour).
+fn legend_border_by_half(img: &Image) -> (usize, usize) {
+    let border = [160, 160, 160];
+    let (mut left, mut right) = (0, 0);
+    for (i, p) in img.rgb.iter().enumerate() {
+        if *p == border {
+            if (i as u32 % img.width) < img.width / 2 {
+                left += 1;
+            } else {
+                right += 1;
+            }
+        }
+    }
+    (left, right)
+}
+
+#[test]
+fn the_legend_goes_to_a_corner_free_of_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let rising: Vec<_> = (0..50).map(|i| (i as f64, i as f64)).collect();
+    let flat: Vec<_> = (0..50).map(|i| (i as f64, 10.0)).collect();
+    let up = [
+        Series::new("score", rising.clone()),
+        Series::new("kl", flat.clone()),
+    ];
+    let path = dir.path().join("up.png");
+    line_chart(&path, "rising", "iteration", "value", &up).unwrap();
+    let (left, right) = legend_border_by_half(&decode(&path));
+    assert!(
+        left > 100 && right < 10,
+        "legend border pixels: {left} left, {right} right"
+    );
+    // Falling data leaves the upper right free: the legend goes there.
+    let falling: Vec<_> = rising.iter().map(|&(x, y)| (x, 49.0 - y)).collect();
+    let down = [Series::new("loss", falling), Series::new("kl", flat)];
+    line_chart(&path, "falling", "step", "loss", &down).unwrap();
+    let (left, right) = legend_border_by_half(&decode(&path));
+    assert!(
+        right > 100 && left < 10,
+        "legend border pixels: {left} left, {right} right"
+    );
+}

@@ -22,6 +22,8 @@
 //! - [`reward`]: the reward model (scalar head at the last token), the InstructGPT eq. 1
 //!   ranking loss, its training, held-out pairwise accuracy, and normalisation.
 //! - [`dpo`]: Direct Preference Optimization, the comparison baseline.
+//! - [`plot`]: line and bar charts as PNG, text in an embedded font (no system fonts needed).
+//! - [`report`]: metrics JSONL into series, and the run's `report.md`.
 
 pub mod chat;
 pub mod corpus;
@@ -30,8 +32,10 @@ pub mod dpo;
 pub mod labeler;
 pub mod logprobs;
 pub mod pipeline;
+pub mod plot;
 pub mod policy;
 pub mod ppo;
+pub mod report;
 pub mod reward;
 pub mod sft;
 pub mod world;

@@ -513,6 +513,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     };
     let json = serde_json::to_string_pretty(&summary).expect("plain data serialises");
     checkpoint::write_atomic(out.join("summary.json"), json.as_bytes())?;
+    write_report(out, &summary)?;
     Ok(summary)
 }
 
@@ -691,4 +692,231 @@ impl Metrics {
             None => Ok(()),
         }
     }
+}
+
+/// The PNG charts [`write_report`] draws, relative to the run folder.
+pub const PLOTS: [&str; 7] = [
+    "plots/pretrain_loss.png",
+    "plots/sft_loss.png",
+    "plots/rm_accuracy.png",
+    "plots/ppo_score_kl.png",
+    "plots/ppo_labeler_score.png",
+    "plots/stage_scores.png",
+    "plots/stage_rude_ended.png",
+];
+
+/// Draws the run's charts into `out/plots/` and writes `out/report.md`: the numbers of
+/// [`Summary`] in tables, with the charts, and what each stage shows.
+pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
+    use crate::plot::{bar_chart, line_chart, Series};
+    use crate::report::{read_metrics, series, Report};
+    let err = |e: crate::plot::PlotError| model::Error::Invalid(e.to_string());
+    let metrics = |stage: &str| {
+        read_metrics(out.join(stage).join("metrics.jsonl"))
+            .map_err(|e| model::Error::Invalid(e.to_string()))
+    };
+    std::fs::create_dir_all(out.join("plots")).map_err(io(out))?;
+    let p = |i: usize| out.join(PLOTS[i]);
+
+    let pre = metrics("pretrain")?;
+    line_chart(
+        p(0),
+        "Pretraining",
+        "step",
+        "cross-entropy",
+        &[
+            Series::new("train", series(&pre, "step", "loss")),
+            Series::new("validation", series(&pre, "step", "val_loss")),
+        ],
+    )
+    .map_err(err)?;
+    let sft = metrics("sft")?;
+    line_chart(
+        p(1),
+        "Supervised fine-tuning (completion tokens)",
+        "step",
+        "cross-entropy",
+        &[
+            Series::new("train", series(&sft, "step", "loss")),
+            Series::new("held-out", series(&sft, "step", "val_loss")),
+        ],
+    )
+    .map_err(err)?;
+    let rm = metrics("rm")?;
+    line_chart(
+        p(2),
+        "Reward model",
+        "step",
+        "pairwise accuracy",
+        &[
+            Series::new("batch (before its update)", series(&rm, "step", "accuracy")),
+            Series::new("held-out", series(&rm, "step", "heldout_accuracy")),
+        ],
+    )
+    .map_err(err)?;
+    let ppo = metrics("ppo")?;
+    let mut score_kl = vec![
+        Series::new("RM score, β = 0.02", series(&ppo, "iteration", "score")),
+        Series::new("KL to SFT, β = 0.02", series(&ppo, "iteration", "kl")),
+    ];
+    let mut labeler = vec![Series::new(
+        "β = 0.02",
+        series(&ppo, "iteration", "labeler_score"),
+    )];
+    if s.beta_zero.is_some() {
+        let b0 = metrics("ppo_beta0")?;
+        score_kl.push(Series::new(
+            "RM score, β = 0",
+            series(&b0, "iteration", "score"),
+        ));
+        score_kl.push(Series::new(
+            "KL to SFT, β = 0",
+            series(&b0, "iteration", "kl"),
+        ));
+        labeler.push(Series::new(
+            "β = 0",
+            series(&b0, "iteration", "labeler_score"),
+        ));
+    }
+    line_chart(
+        p(3),
+        "PPO: reward-model score and KL per iteration",
+        "iteration",
+        "nats / score",
+        &score_kl,
+    )
+    .map_err(err)?;
+    line_chart(
+        p(4),
+        "PPO: held-out labeler score",
+        "iteration",
+        "rubric score",
+        &labeler,
+    )
+    .map_err(err)?;
+    let bars = |f: &dyn Fn(&PolicyEval) -> f64| -> Vec<(String, f64)> {
+        s.stages
+            .iter()
+            .map(|e| (e.stage.clone(), f(&e.eval)))
+            .collect()
+    };
+    bar_chart(
+        p(5),
+        "Held-out labeler score by stage",
+        "rubric score",
+        &bars(&|e| e.mean_score),
+    )
+    .map_err(err)?;
+    let mut rude_ended: Vec<(String, f64)> = bars(&|e| e.rude)
+        .into_iter()
+        .map(|(n, v)| (format!("{n} rude"), v))
+        .collect();
+    rude_ended.extend(
+        bars(&|e| e.ended)
+            .into_iter()
+            .map(|(n, v)| (format!("{n} ended"), v)),
+    );
+    bar_chart(
+        p(6),
+        "Rude answers and properly ended answers",
+        "fraction",
+        &rude_ended,
+    )
+    .map_err(err)?;
+
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    let mut r = Report::new("ferrochat run report");
+    r.paragraph(&format!(
+        "InstructGPT's recipe on the embedded task world, a {}-parameter GPT-2, in {:.0} s. \
+         Every stage's answers to the held-out prompts are judged by the simulated labeler's rubric \
+         (rlhf/src/labeler.rs); the rubric never serves as a training reward.",
+        s.params, s.seconds
+    ));
+    r.heading("Held-out evaluation by stage");
+    let rows: Vec<Vec<String>> = s
+        .stages
+        .iter()
+        .map(|e| {
+            let v = &e.eval;
+            vec![
+                e.stage.clone(),
+                format!("{:.3}", v.mean_score),
+                pct(v.correct),
+                pct(v.format_ok),
+                pct(v.rude),
+                pct(v.ended),
+                format!("{:.0}", v.mean_chars),
+            ]
+        })
+        .collect();
+    r.table(
+        &[
+            "stage",
+            "labeler score",
+            "correct",
+            "format",
+            "rude",
+            "ended",
+            "chars",
+        ],
+        &rows,
+    );
+    r.image("held-out labeler score by stage", PLOTS[5])
+        .image("rude and ended answers", PLOTS[6]);
+    r.heading("The numbers that show each step worked");
+    let mut checks = vec![
+        vec![
+            "pretraining validation loss".into(),
+            format!("{:.3}", s.pretrain_val_loss),
+        ],
+        vec![
+            "SFT held-out loss (completion tokens)".into(),
+            format!("{:.3}", s.sft_heldout_loss),
+        ],
+        vec![
+            "reward model held-out pairwise accuracy (chance 50%, InstructGPT 72.4%)".into(),
+            pct(s.rm_heldout_accuracy),
+        ],
+        vec![
+            "PPO win rate against SFT (held-out, noisy labeler)".into(),
+            pct(s.ppo_win_rate_vs_sft),
+        ],
+        vec![
+            "DPO win rate against SFT".into(),
+            pct(s.dpo_win_rate_vs_sft),
+        ],
+        vec![
+            "KL(PPO ‖ SFT) per answer, last iteration".into(),
+            format!("{:.3}", s.ppo_final_kl),
+        ],
+    ];
+    if let Some(b) = &s.beta_zero {
+        checks.push(vec![
+            "β = 0: RM score, first → last iteration".into(),
+            format!("{:.3} → {:.3}", b.rm_score_first, b.rm_score_last),
+        ]);
+        checks.push(vec![
+            "β = 0: held-out labeler score, SFT → end".into(),
+            format!("{:.3} → {:.3}", b.labeler_score_sft, b.labeler_score_last),
+        ]);
+        checks.push(vec![
+            "β = 0: KL to SFT at the end".into(),
+            format!("{:.3}", b.kl_last),
+        ]);
+    }
+    r.table(&["measure", "value"], &checks);
+    r.heading("Training curves");
+    for (i, alt) in [
+        "pretraining loss",
+        "SFT loss",
+        "reward model accuracy",
+        "PPO score and KL",
+        "PPO held-out labeler score",
+    ]
+    .iter()
+    .enumerate()
+    {
+        r.image(alt, PLOTS[i]);
+    }
+    r.save(out.join("report.md"))
 }

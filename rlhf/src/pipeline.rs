@@ -56,6 +56,10 @@ pub struct PipelineConfig {
     pub collect_heldout_prompts: usize,
     /// Answers per prompt (InstructGPT: 4 to 9).
     pub k: usize,
+    /// How many of the K answers come from the pretrained model rather than the SFT policy.
+    /// InstructGPT ranked outputs of several models; answers from a policy that still shows
+    /// the unwanted behaviours give the reward model contrasts to learn from.
+    pub k_from_pretrained: usize,
     /// Sampling temperature when collecting answers and in PPO rollouts.
     pub temperature: f64,
     pub max_new_tokens: usize,
@@ -117,6 +121,7 @@ impl PipelineConfig {
             collect_prompts: 400,
             collect_heldout_prompts: 100,
             k: 4,
+            k_from_pretrained: 2,
             temperature: 1.0,
             max_new_tokens: 48,
             rm: RewardConfig {
@@ -325,16 +330,25 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
      -> Result<Vec<Ranking>> {
         let mut out = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            let samples = sample_answers(
-                &sft,
-                &tok,
-                &r.prompt,
-                config.k,
-                config.temperature,
-                config.max_new_tokens,
-                rng.next_u64(),
-            )?;
-            let completions = samples.into_iter().map(|s| s.completion).collect();
+            let from_pre = config.k_from_pretrained.min(config.k);
+            let mut completions = Vec::with_capacity(config.k);
+            for (m, n) in [(&pretrained, from_pre), (&sft, config.k - from_pre)] {
+                if n == 0 {
+                    continue;
+                }
+                let samples = sample_answers(
+                    m,
+                    &tok,
+                    &r.prompt,
+                    n,
+                    config.temperature,
+                    config.max_new_tokens,
+                    rng.next_u64(),
+                )?;
+                completions.extend(samples.into_iter().map(|s| s.completion));
+            }
+            // The labeler sees the answers in random order, not grouped by model.
+            rng.shuffle(&mut completions);
             out.push(labeler.ranking(r, completions, rng));
             on(Event::Progress {
                 done: i as u64 + 1,

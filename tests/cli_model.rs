@@ -305,3 +305,56 @@ fn a_corrupt_model_is_an_error_naming_the_file() {
         &["model.safetensors", "truncated or corrupt"],
     );
 }
+
+/// A copy of the fixture model whose tensors are rewritten by `edit` (name, tensor) list.
+fn edited_model(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Tensor)>)) -> PathBuf {
+    let model = dir.join("m");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(model_dir().join("config.json"), model.join("config.json")).unwrap();
+    let mut tensors = checkpoint::load_tensors(model_dir().join("model.safetensors")).unwrap();
+    edit(&mut tensors);
+    checkpoint::save_tensors(model.join("model.safetensors"), &tensors).unwrap();
+    model
+}
+
+#[test]
+fn a_missing_tensor_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = edited_model(dir.path(), |t| {
+        t.retain(|(n, _)| !n.ends_with("h.1.mlp.c_fc.weight"))
+    });
+    assert_fails(
+        &model,
+        Some("1 2 3\n"),
+        &["model.safetensors", "h.1.mlp.c_fc.weight"],
+    );
+}
+
+#[test]
+fn a_misshapen_tensor_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = edited_model(dir.path(), |t| {
+        let entry = t
+            .iter_mut()
+            .find(|(n, _)| n.ends_with("ln_f.weight"))
+            .unwrap();
+        entry.1 = Tensor::zeros(&[3], engine::DType::F32);
+    });
+    assert_fails(
+        &model,
+        Some("1 2 3\n"),
+        &["model.safetensors", "ln_f.weight"],
+    );
+}
+
+#[test]
+fn a_config_that_disagrees_with_the_tensors_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = edited_model(dir.path(), |_| {});
+    let path = model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["n_layer"] = (config["n_layer"].as_u64().unwrap() + 1).into();
+    std::fs::write(&path, config.to_string()).unwrap();
+    assert_fails(&model, Some("1 2 3\n"), &["model.safetensors"]);
+}

@@ -38,6 +38,12 @@ pub struct Args {
     pub ptx_coef: f64,
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
+    /// Policy learning rate (the value model's is 3× it).
+    #[arg(long, default_value_t = 3e-5)]
+    pub lr: f64,
+    /// Prompts per iteration (each answered 4 times).
+    #[arg(long, default_value_t = 16)]
+    pub batch_prompts: usize,
     #[arg(long, default_value_t = 0)]
     pub world_seed: u64,
     #[arg(long, default_value_t = 0)]
@@ -56,6 +62,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     config.ppo.ptx_coef = args.ptx_coef;
     config.ppo.temperature = args.temperature;
+    config.ppo.policy_lr = args.lr;
+    config.ppo.value_lr = 3.0 * args.lr;
+    config.ppo_prompts = args.batch_prompts;
     let world = World::new(args.world_seed);
     let (prompts, heldout) = match &args.prompts {
         Some(path) => {

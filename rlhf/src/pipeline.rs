@@ -215,6 +215,8 @@ pub struct Summary {
     pub dpo_win_rate_vs_sft: f64,
     /// KL(PPO ‖ SFT) per answer at the end of PPO (the last iteration's estimate).
     pub ppo_final_kl: f64,
+    /// The KL coefficient β PPO started with.
+    pub ppo_beta: f64,
     /// With β = 0: the first and last iterations' reward-model score, KL, and held-out
     /// labeler score at the start and end.
     pub beta_zero: Option<BetaZero>,
@@ -531,6 +533,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         ppo_win_rate_vs_sft,
         dpo_win_rate_vs_sft,
         ppo_final_kl,
+        ppo_beta: config.ppo.kl.beta,
         beta_zero,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -779,11 +782,17 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     .map_err(err)?;
     let ppo = metrics("ppo")?;
     let mut score_kl = vec![
-        Series::new("RM score, β = 0.02", series(&ppo, "iteration", "score")),
-        Series::new("KL to SFT, β = 0.02", series(&ppo, "iteration", "kl")),
+        Series::new(
+            format!("RM score, β = {}", s.ppo_beta),
+            series(&ppo, "iteration", "score"),
+        ),
+        Series::new(
+            format!("KL to SFT, β = {}", s.ppo_beta),
+            series(&ppo, "iteration", "kl"),
+        ),
     ];
     let mut labeler = vec![Series::new(
-        "β = 0.02",
+        format!("β = {}", s.ppo_beta),
         series(&ppo, "iteration", "labeler_score"),
     )];
     if s.beta_zero.is_some() {
@@ -909,7 +918,10 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
             pct(s.dpo_win_rate_vs_sft),
         ],
         vec![
-            "KL(PPO ‖ SFT) per answer, last iteration".into(),
+            format!(
+                "KL(PPO ‖ SFT) per answer, last iteration (β = {})",
+                s.ppo_beta
+            ),
             format!("{:.3}", s.ppo_final_kl),
         ],
     ];

@@ -27,6 +27,25 @@ fn the_tiny_pipeline_runs_every_stage() {
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["stages"].as_array().unwrap().len(), 4);
 
+    // The report and every chart it links: each PNG decodes to a real image.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for plot in rlhf::pipeline::PLOTS {
+        assert!(report.contains(plot), "report.md does not show {plot}");
+        let file = std::fs::File::open(out.join(plot)).unwrap();
+        let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+            .read_info()
+            .unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        assert!(
+            info.width >= 320 && info.height >= 200,
+            "{plot}: {}x{}",
+            info.width,
+            info.height
+        );
+        assert!(pixels.iter().any(|&p| p < 128), "{plot} is blank");
+    }
+
     let stage = |name: &str| {
         s.stages
             .iter()

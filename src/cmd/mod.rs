@@ -18,11 +18,11 @@ pub mod sft;
 pub mod tokenizer;
 pub mod world;
 
-/// Prints a line above a progress bar, or to stderr when the bar is hidden (output is not a
-/// terminal: a pipe, a log file, CI), where indicatif would drop it.
+/// Prints a line above a progress bar, or to stdout when the bar is hidden (output is not a
+/// terminal: a pipe, a log file, CI), where indicatif would drop it. Stderr stays for errors.
 pub fn say(bar: &indicatif::ProgressBar, line: impl AsRef<str>) {
     if bar.is_hidden() {
-        eprintln!("{}", line.as_ref());
+        println!("{}", line.as_ref());
     } else {
         bar.println(line.as_ref());
     }

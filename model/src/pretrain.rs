@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use engine::{no_grad, ops, DType, Rng, Storage, Tensor};
+use engine::{DType, Rng, Storage, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
@@ -334,52 +334,27 @@ impl Metrics {
     }
 }
 
-/// A short sample continuing `prompt` (temperature 0.8, top 40 tokens), by full forward
-/// passes: cheap enough for a peek during training.
-fn sample(
-    model: &Gpt,
-    tok: &Tokenizer,
-    prompt: &str,
-    new_tokens: usize,
-    seed: u64,
-) -> Result<String> {
-    let mut rng = Rng::new(seed);
+/// A short sample continuing `prompt` (temperature 0.8, top 40 tokens) with the KV-cache
+/// sampler: a peek at what the model has learned so far.
+fn sample(model: &Gpt, tok: &Tokenizer, prompt: &str, new_tokens: usize, seed: u64) -> Result<String> {
     let mut ids: Vec<usize> = tok.encode(prompt).into_iter().map(|t| t as usize).collect();
-    let ctx = model.config.n_positions;
-    let start = ids.len();
-    no_grad(|| -> Result<()> {
-        for _ in 0..new_tokens {
-            let window = &ids[ids.len().saturating_sub(ctx)..];
-            let logits = model.forward(window, 1, window.len(), None)?;
-            let v = model.config.vocab_size;
-            let last = ops::slice(
-                &logits.to_dtype(DType::F32),
-                1,
-                window.len() - 1,
-                window.len(),
-            )?;
-            let mut row: Vec<(usize, f32)> =
-                last.to_vec_f32().into_iter().take(v).enumerate().collect();
-            row.sort_by(|a, b| b.1.total_cmp(&a.1));
-            row.truncate(40);
-            let max = row[0].1;
-            let weights: Vec<f64> = row
-                .iter()
-                .map(|&(_, l)| (((l - max) / 0.8) as f64).exp())
-                .collect();
-            let mut u = rng.uniform() * weights.iter().sum::<f64>();
-            let mut pick = row[row.len() - 1].0;
-            for (&(id, _), w) in row.iter().zip(&weights) {
-                if u < *w {
-                    pick = id;
-                    break;
-                }
-                u -= w;
-            }
-            ids.push(pick);
-        }
-        Ok(())
-    })?;
-    let new: Vec<u32> = ids[start..].iter().map(|&i| i as u32).collect();
+    if ids.is_empty() {
+        return Ok(String::new());
+    }
+    // Keep room for the new tokens in the context.
+    let room = model.config.n_positions.saturating_sub(new_tokens).max(1);
+    if ids.len() > room {
+        ids.drain(..ids.len() - room);
+    }
+    let cfg = crate::generate::SamplingConfig {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 1.0,
+        max_new_tokens: new_tokens,
+        stop_tokens: vec![],
+        seed,
+    };
+    let samples = crate::generate::generate(model, &ids, 1, &cfg)?;
+    let new: Vec<u32> = samples[0].tokens.iter().map(|&t| t as u32).collect();
     Ok(format!("{prompt}{}", tok.decode(&new)?))
 }

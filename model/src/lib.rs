@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod gpt;
+pub mod metrics;
 pub mod pretrain;
 pub mod tokenizer;
 pub mod train;
@@ -42,7 +43,6 @@ pub enum Error {
 /// The model crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
-#[allow(dead_code)] // used by the checkpoint module
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.display().to_string(),
@@ -50,7 +50,6 @@ pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> E
     }
 }
 
-#[allow(dead_code)] // used by the checkpoint module
 pub(crate) fn format_err(path: &std::path::Path, msg: impl Into<String>) -> Error {
     Error::Format {
         path: path.display().to_string(),

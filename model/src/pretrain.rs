@@ -7,13 +7,13 @@
 //! (step, random generator state, AdamW moments: what resuming needs), and `metrics.jsonl`
 //! (one JSON object per step, validation and sample).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use engine::{DType, Rng, Storage, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
+use crate::metrics::MetricsWriter;
 use crate::tokenizer::{Tokenizer, DEFAULT_SPECIAL_TOKENS};
 use crate::train::{evaluate, StepStats, TokenData, TrainConfig, Trainer};
 use crate::{format_err, io_err, Error, Gpt, GptConfig, Result};
@@ -135,7 +135,7 @@ pub fn run(opts: &PretrainOptions, mut on_event: impl FnMut(Event)) -> Result<f6
     }
     let metrics_path = opts.out.join(METRICS);
     truncate_metrics(&metrics_path, trainer.step)?;
-    let mut metrics = Metrics::open(&metrics_path)?;
+    let mut metrics = MetricsWriter::append(&metrics_path)?;
     let val = data.val_batches(opts.eval_batches.max(1), opts.train.batch_size, seq);
     on_event(Event::Start {
         step: trainer.step,
@@ -308,35 +308,15 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     checkpoint::write_atomic(path, kept.as_bytes())
 }
 
-/// Appends JSON lines to the metrics file, flushing each so a killed run loses nothing.
-struct Metrics {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl Metrics {
-    fn open(path: &Path) -> Result<Metrics> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io_err(path))?;
-        Ok(Metrics {
-            path: path.to_path_buf(),
-            file,
-        })
-    }
-
-    fn write(&mut self, value: &serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{value}")
-            .and_then(|()| self.file.flush())
-            .map_err(io_err(&self.path))
-    }
-}
-
 /// A short sample continuing `prompt` (temperature 0.8, top 40 tokens) with the KV-cache
 /// sampler: a peek at what the model has learned so far.
-fn sample(model: &Gpt, tok: &Tokenizer, prompt: &str, new_tokens: usize, seed: u64) -> Result<String> {
+fn sample(
+    model: &Gpt,
+    tok: &Tokenizer,
+    prompt: &str,
+    new_tokens: usize,
+    seed: u64,
+) -> Result<String> {
     let mut ids: Vec<usize> = tok.encode(prompt).into_iter().map(|t| t as usize).collect();
     if ids.is_empty() {
         return Ok(String::new());

@@ -17,10 +17,10 @@
 //! Every stage writes its folder under the run folder (checkpoint + `metrics.jsonl`), and
 //! [`run`] returns a [`Summary`] of the numbers that show each step worked.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use engine::{ops, Rng};
+use model::metrics::MetricsWriter;
 use model::pretrain::{self, ModelShape, PretrainOptions};
 use model::tokenizer::Tokenizer;
 use model::train::TrainConfig;
@@ -301,7 +301,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     on(Event::Stage("sft"));
     let mut sft = pretrained.clone();
     let sft_dir = dir("sft");
-    let mut sft_metrics = Metrics::create(&sft_dir)?;
+    let mut sft_metrics = metrics_in(&sft_dir)?;
     let sft_heldout_loss = train_sft(
         &mut sft,
         &tok,
@@ -310,7 +310,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         &config.sft,
         |e| match e {
             SftEvent::Step { stats, .. } => {
-                sft_metrics.write(serde_json::json!({"step": stats.step, "loss": stats.loss}));
+                sft_metrics.log(serde_json::json!({"step": stats.step, "loss": stats.loss}));
                 on(Event::Progress {
                     done: stats.step,
                     total: 0,
@@ -320,7 +320,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
             SftEvent::Eval {
                 step, heldout_loss, ..
             } => {
-                sft_metrics.write(serde_json::json!({"step": step, "val_loss": heldout_loss}));
+                sft_metrics.log(serde_json::json!({"step": step, "val_loss": heldout_loss}));
             }
             SftEvent::Start { .. } => {}
         },
@@ -396,12 +396,11 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     on(Event::Stage("rm"));
     let mut rm = RewardModel::from_policy(sft.clone(), &mut Rng::new(config.seed).fork(12));
     let rm_dir = dir("rm");
-    let mut rm_metrics = Metrics::create(&rm_dir)?;
+    let mut rm_metrics = metrics_in(&rm_dir)?;
     let before = evaluate_rm(&rm, &rank_heldout, &tok)?;
-    rm_metrics.write(serde_json::json!({"step": 0, "heldout_accuracy": before.accuracy}));
+    rm_metrics.log(serde_json::json!({"step": 0, "heldout_accuracy": before.accuracy}));
     let steps = train_reward_model(&mut rm, &rank_train, &tok, &config.rm, |s| {
-        rm_metrics
-            .write(serde_json::json!({"step": s.step, "loss": s.loss, "accuracy": s.accuracy}));
+        rm_metrics.log(serde_json::json!({"step": s.step, "loss": s.loss, "accuracy": s.accuracy}));
         on(Event::Progress {
             done: s.step,
             total: 0,
@@ -410,8 +409,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     })?;
     normalize(&mut rm, &train_demos, &tok)?;
     let rm_eval = evaluate_rm(&rm, &rank_heldout, &tok)?;
-    rm_metrics
-        .write(serde_json::json!({"step": steps.len(), "heldout_accuracy": rm_eval.accuracy}));
+    rm_metrics.log(serde_json::json!({"step": steps.len(), "heldout_accuracy": rm_eval.accuracy}));
     rm_metrics.finish()?;
     rm.save(&rm_dir)?;
     on(Event::Note(format!(
@@ -469,7 +467,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     on(Event::Stage("dpo"));
     let mut dpo = sft.clone();
     let dpo_dir = dir("dpo");
-    let mut dpo_metrics = Metrics::create(&dpo_dir)?;
+    let mut dpo_metrics = metrics_in(&dpo_dir)?;
     train_dpo(
         &mut dpo,
         &sft,
@@ -477,7 +475,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         &tok,
         &config.dpo,
         |s| {
-            dpo_metrics.write(serde_json::json!({"step": s.step, "loss": s.loss, "margin": s.margins, "accuracy": s.accuracies}));
+            dpo_metrics.log(serde_json::json!({"step": s.step, "loss": s.loss, "margin": s.margins, "accuracy": s.accuracies}));
             on(Event::Progress {
                 done: s.step,
                 total: 0,
@@ -572,10 +570,10 @@ pub fn run_ppo(
         .map_err(|e| model::Error::Invalid(e.to_string()))?;
     let mut trainer = PpoTrainer::new(ppo_config.clone());
     let mut rng = Rng::new(config.seed).fork(21);
-    let mut metrics = Metrics::create(out)?;
+    let mut metrics = metrics_in(out)?;
     let mut all = Vec::new();
     let eval_small: Vec<PromptRecord> = heldout.iter().take(48).cloned().collect();
-    let evaluate = |policy: &Gpt, iteration: usize, metrics: &mut Metrics| -> Result<f64> {
+    let evaluate = |policy: &Gpt, iteration: usize, metrics: &mut MetricsWriter| -> Result<f64> {
         if eval_small.is_empty() {
             return Ok(f64::NAN);
         }
@@ -587,7 +585,7 @@ pub fn run_ppo(
             config.max_new_tokens,
             5,
         )?;
-        metrics.write(serde_json::json!({"iteration": iteration, "labeler_score": e.mean_score, "rude": e.rude}));
+        metrics.log(serde_json::json!({"iteration": iteration, "labeler_score": e.mean_score, "rude": e.rude}));
         Ok(e.mean_score)
     };
     evaluate(&policy, 0, &mut metrics)?;
@@ -634,7 +632,7 @@ pub fn run_ppo(
             .map_err(|e| model::Error::Invalid(e.to_string()))?;
         let mut line = serde_json::to_value(&stats).expect("plain data serialises");
         line["iteration"] = it.into();
-        metrics.write(line);
+        metrics.log(line);
         on(Event::Progress {
             done: it as u64,
             total: config.ppo_iterations as u64,
@@ -668,6 +666,12 @@ fn read_eval_scores(dir: &Path) -> Result<Vec<f64>> {
         .collect())
 }
 
+/// A new `metrics.jsonl` in stage folder `dir` (created if needed).
+fn metrics_in(dir: &Path) -> Result<MetricsWriter> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    MetricsWriter::create(dir.join("metrics.jsonl"))
+}
+
 fn save_policy(model: &Gpt, tok: &Tokenizer, dir: &Path) -> Result<()> {
     checkpoint::save(model, dir)?;
     tok.save(dir)?;
@@ -678,45 +682,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> model::Error + '_ {
     move |source| model::Error::Io {
         path: path.display().to_string(),
         source,
-    }
-}
-
-/// A stage's `metrics.jsonl`, written line by line; the first write error is kept and
-/// reported by [`Metrics::finish`].
-struct Metrics {
-    path: PathBuf,
-    file: std::fs::File,
-    error: Option<std::io::Error>,
-}
-
-impl Metrics {
-    fn create(dir: &Path) -> Result<Metrics> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let path = dir.join("metrics.jsonl");
-        let file = std::fs::File::create(&path).map_err(io(&path))?;
-        Ok(Metrics {
-            path,
-            file,
-            error: None,
-        })
-    }
-
-    fn write(&mut self, value: serde_json::Value) {
-        if self.error.is_none() {
-            if let Err(e) = writeln!(self.file, "{value}").and_then(|()| self.file.flush()) {
-                self.error = Some(e);
-            }
-        }
-    }
-
-    fn finish(self) -> Result<()> {
-        match self.error {
-            Some(source) => Err(model::Error::Io {
-                path: self.path.display().to_string(),
-                source,
-            }),
-            None => Ok(()),
-        }
     }
 }
 

@@ -1,11 +1,11 @@
 //! `ferrochat sft`: supervised fine-tuning on demonstrations (prompt masked), InstructGPT's
 //! first step.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use model::metrics::MetricsWriter;
 use rlhf::data::{read_jsonl, Demonstration};
 use rlhf::sft::{train_sft, SftConfig, SftEvent};
 
@@ -54,15 +54,13 @@ pub fn run(args: Args) -> Result<()> {
         ..SftConfig::default()
     };
     std::fs::create_dir_all(&args.out).map_err(|e| anyhow!("{}: {e}", args.out.display()))?;
-    let metrics_path = args.out.join("metrics.jsonl");
-    let mut metrics = std::fs::File::create(&metrics_path)
-        .map_err(|e| anyhow!("{}: {e}", metrics_path.display()))?;
+    let mut metrics =
+        MetricsWriter::create(args.out.join("metrics.jsonl")).map_err(|e| anyhow!("{e}"))?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("sft {bar:30} {pos}/{len} steps {msg} [{elapsed} < {eta}]")
             .expect("valid template"),
     );
-    let mut write_err = None;
     let loss = train_sft(&mut model, &tok, &train, &heldout, &config, |event| {
         let line = match event {
             SftEvent::Start { total, examples } => {
@@ -80,15 +78,11 @@ pub fn run(args: Args) -> Result<()> {
                 serde_json::json!({"step": step, "epoch": epoch, "val_loss": heldout_loss})
             }
         };
-        if let Err(e) = writeln!(metrics, "{line}") {
-            write_err.get_or_insert(e);
-        }
+        metrics.log(line);
     })
     .map_err(|e| anyhow!("{e}"))?;
     bar.finish_and_clear();
-    if let Some(e) = write_err {
-        return Err(anyhow!("{}: {e}", metrics_path.display()));
-    }
+    metrics.finish().map_err(|e| anyhow!("{e}"))?;
     model::checkpoint::save(&model, &args.out).map_err(|e| anyhow!("{e}"))?;
     tok.save(&args.out).map_err(|e| anyhow!("{e}"))?;
     println!(

@@ -2,6 +2,12 @@
 
 mod cmd;
 
+// mimalloc keeps freed memory for reuse: with the system allocator, every training step's
+// large activation buffers went back to the kernel and were faulted in again, which cost
+// more than half of a demo-sized step (measured: 187 ms → 70 ms per step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// ChatGPT's training recipe (InstructGPT), from scratch in Rust, down to the kernels.

@@ -3,6 +3,10 @@
 
 use std::time::Instant;
 
+// The same allocator as the ferrochat binary (see src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use engine::optim::AdamWConfig;
 use engine::Rng;
 use model::train::{Batch, TrainConfig, Trainer};

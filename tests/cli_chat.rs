@@ -2,6 +2,10 @@
 //! tiny checkpoint pretrained here for a few steps (its answers are noise; the commands'
 //! behaviour is what is tested).
 
+mod common;
+
+use common::{ok, one_error_line};
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -26,27 +30,6 @@ fn run(args: &[&str], input: &str) -> Output {
     // A command that fails early closes its stdin: a broken pipe here is expected then.
     let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
     child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// One line on stderr starting `error:`, a non-zero exit, no panic.
-fn one_error_line(out: &Output) -> String {
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    lines[0].to_string()
 }
 
 /// A checkpoint with its tokenizer, pretrained once for all the tests of this file.

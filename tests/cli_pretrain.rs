@@ -2,6 +2,10 @@
 //! short run learns, an interrupted and resumed run gives the same losses bit for bit as an
 //! uninterrupted one, and bad input is one error line with a non-zero exit.
 
+mod common;
+
+use common::{ok, one_error_line};
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -10,27 +14,6 @@ fn ferrochat(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the binary runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// One line on stderr starting `error:`, a non-zero exit, no panic.
-fn one_error_line(out: &Output) -> String {
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    lines[0].to_string()
 }
 
 /// The training losses of a run folder's metrics.jsonl, as bits, by step.

@@ -17,13 +17,13 @@
 //! Every stage writes its folder under the run folder (checkpoint + `metrics.jsonl`), and
 //! [`run`] returns a [`Summary`] of the numbers that show each step worked.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use engine::{ops, Rng};
 use model::metrics::MetricsWriter;
 use model::pretrain::{self, ModelShape, PretrainOptions};
 use model::tokenizer::Tokenizer;
-use model::train::TrainConfig;
+use model::train::{TokenData, TrainConfig};
 use model::{checkpoint, Gpt, Result};
 use serde::Serialize;
 
@@ -32,7 +32,7 @@ use crate::dpo::{pairs_of, train_dpo, DpoConfig};
 use crate::labeler::Labeler;
 use crate::policy::{evaluate_policy, sample_answers, win_rate, PolicyEval};
 use crate::ppo::{
-    response_logprobs, KlController, PpoConfig, PpoStats, PpoTrainer, Rollout, ValueModel,
+    response_logprobs, KlController, PpoConfig, PpoStats, PpoTrainer, PtxBatch, Rollout, ValueModel,
 };
 use crate::reward::{
     evaluate as evaluate_rm, normalize, score_completions, train_reward_model, RewardConfig,
@@ -50,6 +50,10 @@ pub struct PipelineConfig {
     pub shape: ModelShape,
     pub pretrain: TrainConfig,
     pub sft: SftConfig,
+    /// How many train prompts get a demonstration for SFT (0 = all). The rest are left to the
+    /// rankings and PPO, as in InstructGPT, whose SFT set (13k prompts) was smaller than and
+    /// apart from its PPO set (31k).
+    pub sft_demos: usize,
     /// Rankings collected on train prompts for the reward model (prompts are reused, with
     /// fresh answers, when this exceeds their number).
     pub collect_prompts: usize,
@@ -77,8 +81,30 @@ pub struct PipelineConfig {
     pub eval_prompts: usize,
     /// Temperature of the evaluation answers (the policy's own distribution, not greedy).
     pub eval_temperature: f64,
+    /// Answers each stage gives to each held-out prompt in the final evaluation: more
+    /// answers, a tighter estimate of the score and the win rate (one answer per prompt on
+    /// 167 prompts leaves a win rate ±4 points of standard error).
+    pub eval_samples: usize,
     /// Evaluate the PPO policy on held-out prompts every this many iterations.
     pub ppo_eval_every: usize,
+    /// Start from this pretrained run folder (a `pretrain` folder of an earlier run: checkpoint,
+    /// tokenizer and `metrics.jsonl`) instead of pretraining again; it is copied into the run
+    /// folder. `None`: pretrain from scratch.
+    pub pretrained: Option<PathBuf>,
+    /// What PPO maximises: the reward model (the recipe), or the labeler's own rubric score
+    /// (a "gold" reward, as in Gao et al. 2022: the upper bound of what PPO could reach with
+    /// a perfect reward model; a diagnostic, not the recipe).
+    pub ppo_reward: PpoReward,
+}
+
+/// The reward PPO optimises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PpoReward {
+    /// The trained reward model (InstructGPT).
+    Model,
+    /// The simulated labeler's rubric score minus 1 (the ideal answer scores 0, as the
+    /// demonstrations do under the normalised reward model). Prompts must be the world's.
+    Gold,
 }
 
 impl PipelineConfig {
@@ -119,6 +145,7 @@ impl PipelineConfig {
                 dropout: 0.1,
                 ..SftConfig::default()
             },
+            sft_demos: 0,
             collect_prompts: 1000,
             collect_heldout_prompts: 167,
             k: 6,
@@ -155,7 +182,10 @@ impl PipelineConfig {
             },
             eval_prompts: 0,
             eval_temperature: 1.0,
+            eval_samples: 4,
             ppo_eval_every: 20,
+            pretrained: None,
+            ppo_reward: PpoReward::Model,
         }
     }
 
@@ -177,6 +207,7 @@ impl PipelineConfig {
         c.ppo_iterations = 6;
         c.ppo_prompts = 8;
         c.eval_prompts = 48;
+        c.eval_samples = 1;
         c.ppo_eval_every = 3;
         c
     }
@@ -246,7 +277,10 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     let corpus = crate::corpus::corpus(config.world_seed, config.corpus_bytes);
     let corpus_path = world_dir.join("corpus.txt");
     checkpoint::write_atomic(&corpus_path, corpus.as_bytes())?;
-    let train_demos = world.demonstrations(Split::Train);
+    let mut train_demos = world.demonstrations(Split::Train);
+    if config.sft_demos > 0 {
+        train_demos.truncate(config.sft_demos);
+    }
     let heldout_demos = world.demonstrations(Split::Heldout);
     let mut heldout = world.prompts(Split::Heldout).to_vec();
     if config.eval_prompts > 0 {
@@ -262,38 +296,10 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
 
     on(Event::Stage("pretrain"));
     let pre_dir = dir("pretrain");
-    let opts = PretrainOptions {
-        data: corpus_path,
-        out: pre_dir.clone(),
-        resume: None,
-        shape: config.shape.clone(),
-        train: config.pretrain.clone(),
-        val_fraction: 0.05,
-        eval_every: (config.pretrain.steps / 6).max(1),
-        eval_batches: 4,
-        sample_every: 0,
-        sample_prompt: String::new(),
-        checkpoint_every: 0,
-        seed: config.seed,
-        stop_after: None,
+    let pretrain_val_loss = match &config.pretrained {
+        Some(from) => reuse_pretrained(from, &pre_dir, &mut on)?,
+        None => pretrain_from_scratch(config, &corpus_path, &pre_dir, &mut on)?,
     };
-    // A fresh run each time: an old run's tokenizer or metrics must not leak in.
-    let _ = std::fs::remove_dir_all(&pre_dir);
-    let total = config.pretrain.steps;
-    let pretrain_val_loss = pretrain::run(&opts, |e| match e {
-        pretrain::Event::Step {
-            stats,
-            tokens_per_sec,
-        } => on(Event::Progress {
-            done: stats.step,
-            total,
-            msg: format!("loss {:.3}  {:.0} tok/s", stats.loss, tokens_per_sec),
-        }),
-        pretrain::Event::Eval { step, val_loss } => on(Event::Note(format!(
-            "pretrain step {step}: val loss {val_loss:.3}"
-        ))),
-        _ => {}
-    })?;
     let tok = Tokenizer::load(&pre_dir)?;
     let pretrained = checkpoint::load(&pre_dir)?;
     let params = pretrained.config.num_params();
@@ -425,33 +431,29 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         .iter()
         .map(|r| r.prompt.clone())
         .collect();
-    let (ppo, ppo_stats) = run_ppo(
-        config,
-        &config.ppo,
-        &sft,
-        &rm,
-        &tok,
-        &train_texts,
-        &heldout,
-        &dir("ppo"),
-        &mut on,
-    )?;
+    let ptx_tokens = if config.ppo.ptx_coef > 0.0 {
+        Some(TokenData {
+            train: tok.encode(&corpus),
+            val: Vec::new(),
+        })
+    } else {
+        None
+    };
+    let ppo_data = PpoData {
+        sft: &sft,
+        rm: &rm,
+        tok: &tok,
+        prompts: &train_texts,
+        heldout: &heldout,
+        ptx: ptx_tokens.as_ref(),
+    };
+    let (ppo, ppo_stats) = run_ppo(config, &config.ppo, &ppo_data, &dir("ppo"), &mut on)?;
     let ppo_final_kl = ppo_stats.last().map(|s| s.kl).unwrap_or(0.0);
     let beta_zero = if config.beta_zero {
         on(Event::Stage("ppo (β = 0)"));
         let mut c = config.ppo.clone();
         c.kl = KlController::fixed(0.0);
-        let (_, stats) = run_ppo(
-            config,
-            &c,
-            &sft,
-            &rm,
-            &tok,
-            &train_texts,
-            &heldout,
-            &dir("ppo_beta0"),
-            &mut on,
-        )?;
+        let (_, stats) = run_ppo(config, &c, &ppo_data, &dir("ppo_beta0"), &mut on)?;
         let labeler_scores = read_eval_scores(&dir("ppo_beta0"))?;
         Some(BetaZero {
             rm_score_first: stats.first().map(|s| s.score).unwrap_or(0.0),
@@ -487,6 +489,10 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     save_policy(&dpo, &tok, &dpo_dir)?;
 
     on(Event::Stage("evaluate"));
+    // Each held-out prompt `eval_samples` times: every stage answers each copy afresh.
+    let eval_records: Vec<PromptRecord> = (0..config.eval_samples.max(1))
+        .flat_map(|_| heldout.iter().cloned())
+        .collect();
     let mut stages = Vec::new();
     let mut answers = Vec::new();
     for (name, m) in [
@@ -498,7 +504,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         let (eval, a) = evaluate_policy(
             m,
             &tok,
-            &heldout,
+            &eval_records,
             config.eval_temperature,
             config.max_new_tokens,
             config.seed ^ 77,
@@ -516,8 +522,8 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         });
         answers.push(a);
     }
-    let ppo_win_rate_vs_sft = win_rate(&heldout, &answers[2], &answers[1], config.seed ^ 99);
-    let dpo_win_rate_vs_sft = win_rate(&heldout, &answers[3], &answers[1], config.seed ^ 99);
+    let ppo_win_rate_vs_sft = win_rate(&eval_records, &answers[2], &answers[1], config.seed ^ 99);
+    let dpo_win_rate_vs_sft = win_rate(&eval_records, &answers[3], &answers[1], config.seed ^ 99);
     let summary = Summary {
         params,
         pretrain_val_loss,
@@ -541,6 +547,127 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     Ok(summary)
 }
 
+/// Pretrains the demo GPT on the corpus into `pre_dir` (emptied first); returns the last
+/// validation loss.
+fn pretrain_from_scratch(
+    config: &PipelineConfig,
+    corpus_path: &Path,
+    pre_dir: &Path,
+    on: &mut impl FnMut(Event),
+) -> Result<f64> {
+    let opts = PretrainOptions {
+        data: corpus_path.to_path_buf(),
+        out: pre_dir.to_path_buf(),
+        resume: None,
+        shape: config.shape.clone(),
+        train: config.pretrain.clone(),
+        val_fraction: 0.05,
+        eval_every: (config.pretrain.steps / 6).max(1),
+        eval_batches: 4,
+        sample_every: 0,
+        sample_prompt: String::new(),
+        checkpoint_every: 0,
+        seed: config.seed,
+        stop_after: None,
+    };
+    // A fresh run each time: an old run's tokenizer or metrics must not leak in.
+    let _ = std::fs::remove_dir_all(pre_dir);
+    let total = config.pretrain.steps;
+    pretrain::run(&opts, |e| match e {
+        pretrain::Event::Step {
+            stats,
+            tokens_per_sec,
+        } => on(Event::Progress {
+            done: stats.step,
+            total,
+            msg: format!("loss {:.3}  {:.0} tok/s", stats.loss, tokens_per_sec),
+        }),
+        pretrain::Event::Eval { step, val_loss } => on(Event::Note(format!(
+            "pretrain step {step}: val loss {val_loss:.3}"
+        ))),
+        _ => {}
+    })
+}
+
+/// Copies an earlier run's `pretrain` folder into `pre_dir` (unless it is that folder) and
+/// returns its last validation loss (from its `metrics.jsonl`).
+fn reuse_pretrained(from: &Path, pre_dir: &Path, on: &mut impl FnMut(Event)) -> Result<f64> {
+    let same = |a: &Path, b: &Path| {
+        a.canonicalize()
+            .ok()
+            .is_some_and(|a| b.canonicalize().ok() == Some(a))
+    };
+    if !same(from, pre_dir) {
+        let _ = std::fs::remove_dir_all(pre_dir);
+        std::fs::create_dir_all(pre_dir).map_err(io(pre_dir))?;
+        for entry in std::fs::read_dir(from).map_err(io(from))? {
+            let path = entry.map_err(io(from))?.path();
+            if path.is_file() {
+                let to = pre_dir.join(path.file_name().expect("a file has a name"));
+                std::fs::copy(&path, &to).map_err(io(&path))?;
+            }
+        }
+    }
+    let metrics_path = pre_dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&metrics_path).map_err(io(&metrics_path))?;
+    let val_loss = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("val_loss").and_then(|x| x.as_f64()))
+        .next_back()
+        .ok_or_else(|| model::Error::Format {
+            path: metrics_path.display().to_string(),
+            msg: format!(
+                "no val_loss line (is {} a pretrain folder?)",
+                from.display()
+            ),
+        })?;
+    on(Event::Note(format!(
+        "pretrained model reused from {} (val loss {val_loss:.3})",
+        from.display()
+    )));
+    Ok(val_loss)
+}
+
+/// The labeler's rubric score minus 1 of each `(prompt, completion)` ([`PpoReward::Gold`]).
+fn gold_scores(world: &World, items: &[(String, String)]) -> Result<Vec<f64>> {
+    items
+        .iter()
+        .map(|(prompt, completion)| {
+            let (_, record) = world.lookup(prompt).ok_or_else(|| {
+                model::Error::Invalid(format!(
+                    "gold reward: {prompt:?} is not a prompt of the task world"
+                ))
+            })?;
+            let answer = crate::chat::parse_completion(completion);
+            Ok(crate::labeler::score(record, &answer.text, answer.ended) - 1.0)
+        })
+        .collect()
+}
+
+/// What a PPO run starts from and learns on.
+#[derive(Clone, Copy)]
+pub struct PpoData<'a> {
+    /// The SFT policy: PPO's starting point and its KL reference.
+    pub sft: &'a Gpt,
+    /// The reward model (the value model starts as a copy of it).
+    pub rm: &'a RewardModel,
+    pub tok: &'a Tokenizer,
+    /// The prompts rollouts are drawn from.
+    pub prompts: &'a [String],
+    /// World prompts the labeler judges the policy on as it goes (may be empty).
+    pub heldout: &'a [PromptRecord],
+    /// Pretraining tokens for the PPO-ptx term (needed when `ptx_coef` > 0).
+    pub ptx: Option<&'a TokenData>,
+}
+
+/// Pretraining windows per PPO iteration for the PPO-ptx term, and their length (capped by
+/// the context): 8 × 128 tokens, about as many tokens as a minibatch of rollouts holds,
+/// prompts included.
+pub const PTX_BATCH: usize = 8;
+/// See [`PTX_BATCH`].
+pub const PTX_SEQ: usize = 128;
+
 /// PPO from the SFT policy against `rm`, KL-penalised towards SFT: `config.ppo_iterations`
 /// iterations of rollouts (`config.ppo_prompts` prompts drawn from `prompts`, `ppo_samples`
 /// answers each), reward-model scores, and one [`PpoTrainer::step`]. Evaluates on `heldout`
@@ -550,18 +677,34 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
 pub fn run_ppo(
     config: &PipelineConfig,
     ppo_config: &PpoConfig,
-    sft: &Gpt,
-    rm: &RewardModel,
-    tok: &Tokenizer,
-    prompts: &[String],
-    heldout: &[PromptRecord],
+    data: &PpoData,
     out: &Path,
     on: &mut impl FnMut(Event),
 ) -> Result<(Gpt, Vec<PpoStats>)> {
+    let PpoData {
+        sft,
+        rm,
+        tok,
+        prompts,
+        heldout,
+        ptx,
+    } = *data;
     if prompts.is_empty() {
         return Err(model::Error::Invalid("PPO needs prompts".into()));
     }
+    let ptx_seq = sft.config.n_positions.min(PTX_SEQ);
+    let ptx = match (ppo_config.ptx_coef > 0.0, ptx) {
+        (false, _) => None,
+        (true, Some(d)) if d.train.len() > ptx_seq => Some(d),
+        (true, _) => {
+            return Err(model::Error::Invalid(format!(
+                "PPO-ptx (coefficient {}) needs pretraining text of more than {ptx_seq} tokens",
+                ppo_config.ptx_coef
+            )))
+        }
+    };
     let mut policy = sft.clone();
+    let world = World::new(config.world_seed);
     let c = rm.trunk.config.n_embd;
     let head_w = ops::reshape(&rm.score_w, &[c])?;
     // The value head starts as the reward head, bias included (normalisation too).
@@ -616,9 +759,22 @@ pub fn run_ppo(
             .iter()
             .map(|(p, c)| (p.as_str(), c.as_str()))
             .collect();
-        let scores = score_completions(rm, tok, &pairs, 32)?;
+        let scores = match config.ppo_reward {
+            PpoReward::Model => score_completions(rm, tok, &pairs, 32)?,
+            PpoReward::Gold => gold_scores(&world, &items)?,
+        };
         let ref_logprobs = response_logprobs(sft, &rollouts, ppo_config.temperature)
             .map_err(|e| model::Error::Invalid(e.to_string()))?;
+        // PPO-ptx: a fresh window of pretraining text each iteration (InstructGPT eq. 2).
+        let ptx_batch = ptx.map(|d| {
+            let b = d.random_batch(&mut rng, PTX_BATCH, ptx_seq);
+            PtxBatch {
+                ids: b.ids,
+                targets: b.targets,
+                batch: b.batch,
+                seq: b.seq,
+            }
+        });
         let stats = trainer
             .step(
                 &mut policy,
@@ -626,7 +782,7 @@ pub fn run_ppo(
                 &rollouts,
                 &ref_logprobs,
                 &scores,
-                None,
+                ptx_batch.as_ref(),
                 &mut rng,
             )
             .map_err(|e| model::Error::Invalid(e.to_string()))?;
@@ -858,6 +1014,30 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         ],
         &rows,
     );
+    // Correctness by instruction kind: which skills each stage has (knowledge comes from
+    // pretraining; SFT and PPO can only elicit it).
+    let kinds: Vec<String> = s
+        .stages
+        .first()
+        .map(|e| e.eval.by_kind.iter().map(|k| k.kind.clone()).collect())
+        .unwrap_or_default();
+    let kind_rows: Vec<Vec<String>> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let mut row = vec![kind.clone()];
+            row.extend(s.stages.iter().map(|e| {
+                e.eval
+                    .by_kind
+                    .get(i)
+                    .map_or(String::new(), |k| pct(k.correct))
+            }));
+            row
+        })
+        .collect();
+    let mut kind_header = vec!["correct answers by kind"];
+    kind_header.extend(s.stages.iter().map(|e| e.stage.as_str()));
+    r.table(&kind_header, &kind_rows);
     r.image("held-out labeler score by stage", PLOTS[5])
         .image("rude and ended answers", PLOTS[6]);
     r.heading("The numbers that show each step worked");

@@ -8,7 +8,7 @@ use model::Gpt;
 
 use crate::chat::{chat_prompt, parse_completion, Answer, SPECIAL_TOKENS};
 use crate::labeler::{judge, Labeler};
-use crate::world::PromptRecord;
+use crate::world::{Kind, PromptRecord};
 
 /// One sampled answer with what RL needs to learn from it.
 #[derive(Clone, Debug)]
@@ -77,7 +77,8 @@ pub fn sample_answers(
 /// How a policy does on a set of prompts, by the labeler's rubric.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PolicyEval {
-    pub prompts: usize,
+    /// Answers judged (one per record given; a prompt may be given more than once).
+    pub answers: usize,
     /// Mean rubric score in [0, 1].
     pub mean_score: f64,
     /// Fraction of answers that are correct.
@@ -90,6 +91,20 @@ pub struct PolicyEval {
     pub format_ok: f64,
     /// Mean answer length in characters.
     pub mean_chars: f64,
+    /// Mean score and fraction correct of each instruction kind (kinds with prompts only),
+    /// in [`Kind::ALL`]'s order: where a policy is good and where it still fails.
+    pub by_kind: Vec<KindEval>,
+}
+
+/// A policy's mean score and correctness on the prompts of one instruction kind.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct KindEval {
+    /// The kind's name ([`Kind::name`]).
+    pub kind: String,
+    /// Answers judged.
+    pub answers: usize,
+    pub mean_score: f64,
+    pub correct: f64,
 }
 
 /// One answer per prompt (temperature `temperature`; 0 = greedy), judged by the rubric.
@@ -104,9 +119,16 @@ pub fn evaluate_policy(
 ) -> model::Result<(PolicyEval, Vec<Answer>)> {
     let mut answers = Vec::with_capacity(records.len());
     let mut e = PolicyEval {
-        prompts: records.len(),
+        answers: records.len(),
         ..PolicyEval::default()
     };
+    let mut by_kind: Vec<KindEval> = Kind::ALL
+        .iter()
+        .map(|k| KindEval {
+            kind: k.name().into(),
+            ..KindEval::default()
+        })
+        .collect();
     for (i, r) in records.iter().enumerate() {
         let s = sample_answers(
             model,
@@ -129,6 +151,11 @@ pub fn evaluate_policy(
         e.ended += a.ended as u8 as f64;
         e.format_ok += b.format_ok as u8 as f64;
         e.mean_chars += a.text.chars().count() as f64;
+        let kind = Kind::ALL.iter().position(|&k| k == r.kind());
+        let k = &mut by_kind[kind.expect("Kind::ALL lists every kind")];
+        k.answers += 1;
+        k.mean_score += b.total;
+        k.correct += b.correct as u8 as f64;
         answers.push(a);
     }
     let n = records.len().max(1) as f64;
@@ -142,6 +169,12 @@ pub fn evaluate_policy(
     ] {
         *v /= n;
     }
+    for k in &mut by_kind {
+        let n = k.answers.max(1) as f64;
+        k.mean_score /= n;
+        k.correct /= n;
+    }
+    e.by_kind = by_kind.into_iter().filter(|k| k.answers > 0).collect();
     Ok((e, answers))
 }
 

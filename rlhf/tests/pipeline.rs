@@ -1,7 +1,7 @@
 //! The whole recipe in miniature (`PipelineConfig::tiny`): every stage runs and writes its
 //! folder, and the directions that already hold at this size are asserted.
 
-use rlhf::pipeline::{run, PipelineConfig};
+use rlhf::pipeline::{run, Event, PipelineConfig, PpoReward};
 
 #[test]
 fn the_tiny_pipeline_runs_every_stage() {
@@ -80,4 +80,63 @@ fn the_tiny_pipeline_runs_every_stage() {
         "KL {}",
         s.ppo_final_kl
     );
+}
+
+/// The options around the recipe: reusing a pretrained run (no pretraining again), PPO-ptx
+/// on the world's corpus, and the gold reward (the labeler's rubric score, minus 1).
+#[test]
+fn a_rerun_reuses_the_pretrained_model_and_runs_ppo_ptx_against_the_gold_reward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = tmp.path().join("first");
+    let mut config = PipelineConfig::tiny();
+    config.beta_zero = false;
+    config.ppo_iterations = 2;
+    let s1 = run(&config, &first, |_| {}).unwrap();
+
+    let second = tmp.path().join("second");
+    config.pretrained = Some(first.join("pretrain"));
+    config.ppo_reward = PpoReward::Gold;
+    config.ppo.ptx_coef = 1.0;
+    let mut notes = Vec::new();
+    let s2 = run(&config, &second, |e| {
+        if let Event::Note(n) = e {
+            notes.push(n)
+        }
+    })
+    .unwrap();
+    assert!(
+        notes.iter().any(|n| n.contains("reused")),
+        "no reuse note in {notes:?}"
+    );
+    assert_eq!(s2.pretrain_val_loss, s1.pretrain_val_loss);
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "metrics.jsonl",
+        "vocab.json",
+    ] {
+        assert_eq!(
+            std::fs::read(first.join("pretrain").join(file)).unwrap(),
+            std::fs::read(second.join("pretrain").join(file)).unwrap(),
+            "{file} differs"
+        );
+    }
+    let records = rlhf::report::read_metrics(second.join("ppo/metrics.jsonl")).unwrap();
+    let steps: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("score").is_some())
+        .collect();
+    assert_eq!(steps.len(), 2);
+    for r in steps {
+        let ptx = r["ptx_loss"].as_f64().unwrap();
+        assert!(ptx > 0.5 && ptx < 10.0, "ptx loss {ptx}");
+        // Gold scores are rubric scores minus 1, in [-1, 0], less 1 for an unended answer.
+        let score = r["score"].as_f64().unwrap();
+        assert!((-2.0..=0.0).contains(&score), "gold score {score}");
+    }
+
+    // A folder that is not a pretraining run is one clear error, naming the file.
+    config.pretrained = Some(tmp.path().join("nothing-here"));
+    let err = run(&config, &tmp.path().join("third"), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("nothing-here"), "{err}");
 }

@@ -43,8 +43,8 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     println!(
-        "{} held-out prompts: score {:.3}  correct {:.1}%  format {:.1}%  rude {:.1}%  ended {:.1}%  {:.0} chars",
-        e.prompts,
+        "{} answers to held-out prompts: score {:.3}  correct {:.1}%  format {:.1}%  rude {:.1}%  ended {:.1}%  {:.0} chars",
+        e.answers,
         e.mean_score,
         100.0 * e.correct,
         100.0 * e.format_ok,
@@ -52,5 +52,14 @@ pub fn run(args: Args) -> Result<()> {
         100.0 * e.ended,
         e.mean_chars
     );
+    for k in &e.by_kind {
+        println!(
+            "  {:<10} {:>3} answers: score {:.3}  correct {:.1}%",
+            k.kind,
+            k.answers,
+            k.mean_score,
+            100.0 * k.correct
+        );
+    }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use rlhf::pipeline::{run as run_pipeline, Event, PipelineConfig};
+use rlhf::pipeline::{run as run_pipeline, Event, PipelineConfig, PpoReward};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,6 +24,14 @@ pub struct Args {
     /// Skip the β = 0 run (it doubles PPO's time).
     #[arg(long)]
     pub no_beta_zero: bool,
+    /// Reuse the pretrained model of an earlier run (its `pretrain` folder) instead of
+    /// pretraining again: the RLHF stages alone, in a few minutes.
+    #[arg(long)]
+    pub pretrained: Option<PathBuf>,
+    /// What PPO maximises: `model` (the reward model, the recipe) or `gold` (the labeler's own
+    /// rubric score: what PPO could reach with a perfect reward model, a diagnostic).
+    #[arg(long, default_value = "model")]
+    pub ppo_reward: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -41,6 +49,16 @@ pub fn run(args: Args) -> Result<()> {
     if args.no_beta_zero {
         config.beta_zero = false;
     }
+    config.pretrained = args.pretrained;
+    config.ppo_reward = match args.ppo_reward.as_str() {
+        "model" => PpoReward::Model,
+        "gold" => PpoReward::Gold,
+        other => {
+            return Err(anyhow!(
+                "unknown --ppo-reward {other:?} (expected model or gold)"
+            ))
+        }
+    };
     let bar = ProgressBar::new_spinner();
     let style = |stage: &str| {
         ProgressStyle::with_template(&format!(

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use rlhf::pipeline::{run_ppo, Event, PipelineConfig};
+use model::train::TokenData;
+use rlhf::pipeline::{run_ppo, Event, PipelineConfig, PpoData};
 use rlhf::ppo::KlController;
 use rlhf::reward::RewardModel;
 use rlhf::world::{Split, World};
@@ -36,6 +37,9 @@ pub struct Args {
     /// PPO-ptx coefficient γ on the pretraining log-likelihood (0 = plain PPO).
     #[arg(long, default_value_t = 0.0)]
     pub ptx_coef: f64,
+    /// Pretraining text for PPO-ptx (default: the task world's corpus, 2 MB).
+    #[arg(long)]
+    pub ptx_data: Option<PathBuf>,
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
     /// Policy learning rate (the value model's is 3× it).
@@ -89,21 +93,33 @@ pub fn run(args: Args) -> Result<()> {
             world.prompts(Split::Heldout).to_vec(),
         ),
     };
-    let (_, stats) = run_ppo(
-        &config,
-        &config.ppo,
-        &sft,
-        &rm,
-        &tok,
-        &prompts,
-        &heldout,
-        &args.out,
-        &mut |e| match e {
-            Event::Note(line) => eprintln!("{line}"),
-            Event::Progress { done, total, msg } => eprintln!("iteration {done}/{total}: {msg}"),
-            Event::Stage(_) => {}
-        },
-    )
+    let ptx = if args.ptx_coef > 0.0 {
+        let text = match &args.ptx_data {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))?
+            }
+            None => rlhf::corpus::corpus(args.world_seed, 2_000_000),
+        };
+        Some(TokenData {
+            train: tok.encode(&text),
+            val: Vec::new(),
+        })
+    } else {
+        None
+    };
+    let data = PpoData {
+        sft: &sft,
+        rm: &rm,
+        tok: &tok,
+        prompts: &prompts,
+        heldout: &heldout,
+        ptx: ptx.as_ref(),
+    };
+    let (_, stats) = run_ppo(&config, &config.ppo, &data, &args.out, &mut |e| match e {
+        Event::Note(line) => eprintln!("{line}"),
+        Event::Progress { done, total, msg } => eprintln!("iteration {done}/{total}: {msg}"),
+        Event::Stage(_) => {}
+    })
     .map_err(|e| anyhow!("{e}"))?;
     if let Some(last) = stats.last() {
         println!(

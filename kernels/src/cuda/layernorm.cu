@@ -20,8 +20,13 @@
 // 32 columns and reduces over rows in a fixed order, so the result is deterministic (no
 // atomics: the same inputs give the same bits on every run).
 //
+// layernorm_residual_fwd_f32 fuses the residual add of a pre-LN transformer block in front of
+// the next layernorm: s = x + res is written out (it is the new residual stream) and
+// y = layernorm(s), saving one read of s from memory. Its backward is the plain one applied to
+// s (and the residual's gradient is the sum of the two branches', added by the caller).
+//
 // Launch (host side):
-//   layernorm_fwd_f32 / layernorm_bwd_dx_f32:
+//   layernorm_fwd_f32 / layernorm_residual_fwd_f32 / layernorm_bwd_dx_f32:
 //       grid = ceil(rows / WARPS_PER_BLOCK), block = (32, WARPS_PER_BLOCK)
 //   layernorm_bwd_dgamma_dbeta_f32:
 //       grid = ceil(cols / 32), block = (32, DGB_ROWS)
@@ -70,6 +75,48 @@ layernorm_fwd_f32(const float* __restrict__ x, const float* __restrict__ gamma,
     // Pass 3: normalise, scale, shift. Consecutive lanes write consecutive floats.
     for (int c = lane; c < cols; c += WARP) {
         yr[c] = (xr[c] - mu) * r * gamma[c] + beta[c];
+    }
+    if (lane == 0) {
+        mean[row] = mu;
+        rstd[row] = r;
+    }
+}
+
+// Residual add fused with the forward: s = x + res (written to `sum`), then y = layernorm(s).
+// One warp per row, as layernorm_fwd_f32; each lane re-reads only the elements of `sum` it
+// wrote itself, so no synchronisation is needed between the passes. `sum` may be the same
+// buffer as x or res (an in-place residual add): each element is read, then written, by one
+// lane in one step (hence no __restrict__ on those three).
+extern "C" __global__ void __launch_bounds__(WARP * WARPS_PER_BLOCK)
+layernorm_residual_fwd_f32(const float* x, const float* res,
+                           const float* __restrict__ gamma, const float* __restrict__ beta,
+                           float* sum, float* __restrict__ y,
+                           float* __restrict__ mean, float* __restrict__ rstd,
+                           int rows, int cols, float eps) {
+    const int lane = threadIdx.x;
+    const int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.y;
+    if (row >= rows) return;
+    const size_t off = (size_t)row * cols;
+    const float n = (float)cols;
+
+    // Pass 1: s = x + res, stored, and its row sum.
+    float s = 0.0f;
+    for (int c = lane; c < cols; c += WARP) {
+        const float v = x[off + c] + res[off + c];
+        sum[off + c] = v;
+        s += v;
+    }
+    const float mu = warp_sum(s) / n;
+    // Pass 2: variance around the mean.
+    float ss = 0.0f;
+    for (int c = lane; c < cols; c += WARP) {
+        const float d = sum[off + c] - mu;
+        ss += d * d;
+    }
+    const float r = rsqrtf(warp_sum(ss) / n + eps);
+    // Pass 3: normalise, scale, shift.
+    for (int c = lane; c < cols; c += WARP) {
+        y[off + c] = (sum[off + c] - mu) * r * gamma[c] + beta[c];
     }
     if (lane == 0) {
         mean[row] = mu;

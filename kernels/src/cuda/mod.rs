@@ -8,10 +8,21 @@
 //!
 //! What is checked without a GPU (`scripts/cuda-check-no-gpu.sh`): every source compiles with
 //! NVRTC for each of [`ARCHES`], and `ptxas` assembles the PTX with no register spills and no
-//! local-memory stack frame. Numerical tests against the CPU reference need a GPU and are not
-//! written yet.
+//! local-memory stack frame. The numerical tests against the CPU reference
+//! (`kernels/tests/cuda.rs`) need a GPU: without one they report themselves skipped.
+//!
+//! Running kernels: [`Gpu::new`] opens a device, compiles every source for its architecture
+//! and loads the modules once; its methods (in `ops.rs`) are the typed, checked launches of
+//! each kernel. Where there is no driver or no GPU, [`Gpu::new`] returns
+//! [`CudaError::NoDriver`] or [`CudaError::NoDevice`] instead of panicking.
 
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+
+mod gpu;
+mod ops;
+
+pub use gpu::{bf16_bits_to_f32, f32_to_bf16_bits, Gpu};
+pub use ops::{Bf16Operand, EmbeddingGroups, Strides};
 
 /// One kernel family: a CUDA C source file and the `extern "C"` kernels it defines.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +42,7 @@ pub const SOURCES: &[KernelSource] = &[
         src: include_str!("layernorm.cu"),
         kernels: &[
             "layernorm_fwd_f32",
+            "layernorm_residual_fwd_f32",
             "layernorm_bwd_dx_f32",
             "layernorm_bwd_dgamma_dbeta_f32",
         ],
@@ -38,7 +50,71 @@ pub const SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "matmul",
         src: include_str!("matmul.cu"),
-        kernels: &["gemm_f32_tiled"],
+        kernels: &[
+            "gemm_f32_tiled",
+            "gemm_bf16_tc_nn",
+            "gemm_bf16_tc_nt",
+            "gemm_bf16_tc_tn",
+            "gemm_bf16_tc_tt",
+        ],
+    },
+    KernelSource {
+        name: "attention",
+        src: include_str!("attention.cu"),
+        kernels: &[
+            "attention_fwd_f32",
+            "attention_bwd_dot_f32",
+            "attention_bwd_dq_f32",
+            "attention_bwd_dkdv_f32",
+        ],
+    },
+    KernelSource {
+        name: "softmax",
+        src: concat!(include_str!("common.cuh"), include_str!("softmax.cu")),
+        kernels: &[
+            "softmax_fwd_f32",
+            "softmax_bwd_f32",
+            "log_softmax_fwd_f32",
+            "log_softmax_bwd_f32",
+        ],
+    },
+    KernelSource {
+        name: "crossentropy",
+        src: concat!(include_str!("common.cuh"), include_str!("crossentropy.cu")),
+        kernels: &["cross_entropy_fwd_f32", "cross_entropy_bwd_f32"],
+    },
+    KernelSource {
+        name: "gelu",
+        src: concat!(include_str!("common.cuh"), include_str!("gelu.cu")),
+        kernels: &["gelu_fwd_f32", "gelu_bwd_f32"],
+    },
+    KernelSource {
+        name: "embedding",
+        src: concat!(include_str!("common.cuh"), include_str!("embedding.cu")),
+        kernels: &["embedding_fwd_f32", "embedding_bwd_f32"],
+    },
+    KernelSource {
+        name: "elementwise",
+        src: concat!(include_str!("common.cuh"), include_str!("elementwise.cu")),
+        kernels: &[
+            "add_f32",
+            "mul_f32",
+            "scale_f32",
+            "sum_partial_f32",
+            "sum_final_f32",
+            "f32_to_bf16",
+            "bf16_to_f32",
+        ],
+    },
+    KernelSource {
+        name: "adamw",
+        src: concat!(include_str!("common.cuh"), include_str!("adamw.cu")),
+        kernels: &[
+            "adamw_f32",
+            "sumsq_partial_f32",
+            "grad_norm_final_f32",
+            "clip_scale_f32",
+        ],
     },
 ];
 
@@ -46,7 +122,8 @@ pub const SOURCES: &[KernelSource] = &[
 /// `sm_90`).
 pub const ARCHES: &[&str] = &["sm_80", "sm_90"];
 
-/// Why a kernel source did not become PTX.
+/// Why a CUDA operation failed: no driver or GPU, a kernel that did not compile, a driver error
+/// or an argument the kernel cannot take.
 #[derive(Debug)]
 pub enum CudaError {
     /// `libnvrtc.so` could not be loaded (put its folder on `LD_LIBRARY_PATH`).
@@ -60,6 +137,21 @@ pub enum CudaError {
         /// cudarc's error, including NVRTC's log.
         err: CompileError,
     },
+    /// The CUDA driver library (`libcuda.so`) could not be loaded: no NVIDIA driver here.
+    NoDriver,
+    /// The driver loaded but there is no usable GPU (the payload says why).
+    NoDevice(String),
+    /// The GPU is older than the kernels need (bf16 `mma.sync` and `cp.async`: sm_80+).
+    UnsupportedArch {
+        /// Compute capability, major.
+        major: i32,
+        /// Compute capability, minor.
+        minor: i32,
+    },
+    /// A call of the CUDA driver failed.
+    Driver(cudarc::driver::DriverError),
+    /// A kernel was called with arguments it cannot take (shapes, lengths, sizes).
+    BadArgument(String),
 }
 
 impl std::fmt::Display for CudaError {
@@ -77,7 +169,24 @@ impl std::fmt::Display for CudaError {
                 ),
                 other => write!(f, "NVRTC failed on {name}.cu for {arch}: {other:?}"),
             },
+            CudaError::NoDriver => write!(
+                f,
+                "no CUDA driver on this machine (libcuda.so could not be loaded)"
+            ),
+            CudaError::NoDevice(why) => write!(f, "no usable CUDA GPU: {why}"),
+            CudaError::UnsupportedArch { major, minor } => write!(
+                f,
+                "the GPU has compute capability {major}.{minor}; these kernels need 8.0 or newer"
+            ),
+            CudaError::Driver(e) => write!(f, "CUDA driver error: {e}"),
+            CudaError::BadArgument(why) => write!(f, "bad kernel argument: {why}"),
         }
+    }
+}
+
+impl From<cudarc::driver::DriverError> for CudaError {
+    fn from(e: cudarc::driver::DriverError) -> Self {
+        CudaError::Driver(e)
     }
 }
 

@@ -393,6 +393,75 @@ fn attention_matches_reference() {
 }
 
 #[test]
+fn attention_bf16_matches_reference() {
+    let Some(gpu) = gpu("attention_bf16_matches_reference") else {
+        return;
+    };
+    let mut rng = Rng::new(11);
+    // T not a multiple of the 64-row tiles, a single query, and several 64-key tiles.
+    for (bh, t) in [(1, 1), (2, 37), (3, 64), (2, 200)] {
+        let d = 64;
+        let n = bh * t * d;
+        let (q_bits, q) = bf16_round(&rng.vec(n, -2.0, 2.0));
+        let (k_bits, k) = bf16_round(&rng.vec(n, -2.0, 2.0));
+        let (v_bits, v) = bf16_round(&rng.vec(n, -1.0, 1.0));
+        let mut out_ref = vec![0.0f64; n];
+        let mut lse_ref = vec![0.0f64; bh * t];
+        attention::causal_attention_fwd_ref(
+            &to64(&q),
+            &to64(&k),
+            &to64(&v),
+            bh,
+            t,
+            d,
+            &mut out_ref,
+            &mut lse_ref,
+        );
+        let (dq, dk, dv) = (
+            gpu.upload(&q_bits).unwrap(),
+            gpu.upload(&k_bits).unwrap(),
+            gpu.upload(&v_bits).unwrap(),
+        );
+        let mut out = gpu.zeros::<u16>(n).unwrap();
+        let mut lse = gpu.zeros::<f32>(bh * t).unwrap();
+        gpu.attention_fwd_bf16(&dq, &dk, &dv, bh, t, d, &mut out, &mut lse)
+            .unwrap();
+        let out: Vec<f32> = gpu
+            .download(&out)
+            .unwrap()
+            .iter()
+            .map(|&h| cuda::bf16_bits_to_f32(h))
+            .collect();
+        // P is rounded to bf16 before P·V and O is stored in bf16: 1e-2 (the bf16
+        // tolerance). The scores and lse stay f32 on exact bf16 inputs: 1e-4.
+        assert_close(
+            &format!("attention bf16 out bh={bh} t={t}"),
+            &out,
+            &out_ref,
+            1e-2,
+        );
+        assert_close(
+            &format!("attention bf16 lse bh={bh} t={t}"),
+            &gpu.download(&lse).unwrap(),
+            &lse_ref,
+            1e-4,
+        );
+    }
+    assert!(gpu
+        .attention_fwd_bf16(
+            &gpu.zeros::<u16>(32).unwrap(),
+            &gpu.zeros::<u16>(32).unwrap(),
+            &gpu.zeros::<u16>(32).unwrap(),
+            1,
+            1,
+            32,
+            &mut gpu.zeros::<u16>(32).unwrap(),
+            &mut gpu.zeros::<f32>(1).unwrap(),
+        )
+        .is_err());
+}
+
+#[test]
 fn layernorm_matches_reference() {
     let Some(gpu) = gpu("layernorm_matches_reference") else {
         return;

@@ -340,3 +340,250 @@ attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k,
         }
     }
 }
+
+// =============================================================================================
+// bf16 flash attention forward on the tensor cores (sm_80+), head dimension 64.
+// =============================================================================================
+//
+// Same math and layout as attention_fwd_f32, with q, k, v and out in bf16 (raw 16-bit
+// patterns) and lse in f32; the scores, the softmax statistics and the output accumulators are
+// f32. FlashAttention-2's work split:
+//   * GRID: (ceil(T/64), BH); block (x, h) owns the 64 query rows starting at
+//     q0 = (gridDim.x - 1 - x) * 64 of head h (the heaviest blocks, with the most keys, first).
+//   * BLOCK: 128 threads = 4 warps; warp w owns the 16 query rows q0 + 16w .. q0 + 16w + 15.
+//     The block streams the keys in tiles of 64 (K and V tiles, 64 x 64 bf16 each, copied with
+//     cp.async into a second shared buffer while the current one is used).
+//   * WARP, per key tile: S = Q K^T (16 x 64: 4 k-steps x 8 mma.m16n8k16, Q's fragments kept in
+//     registers for the whole kernel, K's read with ldmatrix), then the online softmax on the
+//     accumulators, then O += P V (16 x 64: 4 k-steps x 8 mma, V read with ldmatrix.trans).
+//     P never leaves the registers: the accumulator fragment of S (lane l holds rows l/4 and
+//     l/4 + 8, columns 2(l%4), 2(l%4) + 1 of each 8-column tile) is exactly the A-operand
+//     fragment of the next mma once two neighbouring 8-column tiles are packed to bf16.
+//   * THREAD: row statistics. A row's 64 scores of the tile live in the 4 lanes of a quad
+//     (lanes 4g .. 4g+3), 16 each; the row max is combined over the quad with two shuffles. The
+//     row sum l is kept per lane (each lane's share, rescaled with the quad's common max) and
+//     added over the quad once, at the end.
+// Exponentials are base 2: x = s * (1/sqrt(D)) * log2(e), p = 2^(x - m), and
+// lse = m * ln(2) + ln(l). Masking: key j > query i gets x = -inf (keys >= T are > every real
+// query; their zero-filled K/V rows contribute p = 0). Query rows >= T are computed on zeros
+// and not written.
+
+#define FA_BR 64             // query rows per block
+#define FA_BC 64             // keys per tile
+#define FA_D 64              // head dimension
+#define FA_S (FA_D + 8)      // padded shared row (bf16): 144 bytes, conflict-free ldmatrix
+#define FA_THREADS 128
+#define FA_LN2 0.6931471805599453f
+
+typedef unsigned short bf16_t;
+
+__device__ __forceinline__ unsigned fa_smem(const void* p) {
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void fa_cp_async_16(void* dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(fa_smem(dst)), "l"(src),
+                 "r"(src_bytes));
+}
+__device__ __forceinline__ void fa_ldmatrix_x4(unsigned (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(fa_smem(p)));
+}
+__device__ __forceinline__ void fa_ldmatrix_x4_trans(unsigned (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(fa_smem(p)));
+}
+__device__ __forceinline__ void fa_mma(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                       unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// Two f32 -> one register of two bf16 (round to nearest even): lo in bits 0..15, hi in 16..31.
+// (cvt's first source goes to the upper half.)
+__device__ __forceinline__ unsigned fa_pack_bf16(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// Copies rows r0 .. r0+63 of a [T, 64] bf16 matrix into shared memory (row stride FA_S) with
+// cp.async: 64 rows x 8 chunks of 16 bytes, 4 chunks per thread; rows >= T become zeros.
+__device__ __forceinline__ void fa_load_tile(bf16_t* s, const bf16_t* __restrict__ g, int r0,
+                                             int T) {
+#pragma unroll
+    for (int l = 0; l < (FA_BC * FA_D / 8) / FA_THREADS; ++l) {
+        const int q = threadIdx.x + l * FA_THREADS;
+        const int r = q / (FA_D / 8), c = (q % (FA_D / 8)) * 8;
+        const bool ok = r0 + r < T;
+        // When !ok nothing is read (src-size 0); g (row 0 of the head) is a safe address.
+        fa_cp_async_16(s + r * FA_S + c, ok ? g + (size_t)(r0 + r) * FA_D + c : g, ok ? 16 : 0);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(FA_THREADS)
+attention_fwd_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
+                       const bf16_t* __restrict__ v, bf16_t* __restrict__ out,
+                       float* __restrict__ lse, int T, float scale_log2) {
+    __shared__ __align__(16) bf16_t Qs[FA_BR * FA_S];
+    __shared__ __align__(16) bf16_t Ks[2][FA_BC * FA_S];
+    __shared__ __align__(16) bf16_t Vs[2][FA_BC * FA_S];
+
+    const int lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
+    const int g = lane / 4;    // row within the warp's 16 (and g + 8)
+    const int t4 = lane % 4;   // column pair within an 8-column tile
+    const int mat = lane / 8;  // ldmatrix: which 8x8 matrix this lane addresses
+    const int mrow = lane % 8; // ... and which of its rows
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_BR;
+    const size_t base = (size_t)blockIdx.y * T * FA_D;
+    q += base; k += base; v += base; out += base;
+    lse += (size_t)blockIdx.y * T;
+
+    const int row_a = q0 + warp * 16 + g;  // the two query rows this lane holds values of
+    const int row_b = row_a + 8;
+    const int ntiles = q0 / FA_BC + 1;     // key tiles 0 .. the diagonal one
+
+    fa_load_tile(Qs, q, q0, T);
+    fa_load_tile(Ks[0], k, 0, T);
+    fa_load_tile(Vs[0], v, 0, T);
+    asm volatile("cp.async.commit_group;\n" ::);
+
+    unsigned qf[FA_D / 16][4];  // Q fragments, one per 16-wide step of d
+    float o[FA_D / 8][4];       // O accumulators: 8 tiles of 16 x 8
+#pragma unroll
+    for (int j = 0; j < FA_D / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[j][e] = 0.0f;
+    float m_a = -INFINITY, m_b = -INFINITY;  // running max of rows a, b (log2 units)
+    float l_a = 0.0f, l_b = 0.0f;            // this lane's share of the running sums
+
+    for (int kt = 0; kt < ntiles; ++kt) {
+        const int st = kt & 1;
+        if (kt + 1 < ntiles) {  // prefetch the next K/V tile into the other buffer
+            fa_load_tile(Ks[st ^ 1], k, (kt + 1) * FA_BC, T);
+            fa_load_tile(Vs[st ^ 1], v, (kt + 1) * FA_BC, T);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+        asm volatile("cp.async.wait_group 1;\n" ::);  // tile kt (and Q) landed, for my copies
+        __syncthreads();                                // ... and for everyone's
+
+        if (kt == 0) {
+#pragma unroll
+            for (int kk = 0; kk < FA_D / 16; ++kk)
+                fa_ldmatrix_x4(qf[kk], Qs + (warp * 16 + lane % 16) * FA_S + kk * 16 +
+                                           (lane / 16) * 8);
+        }
+
+        // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
+        float s[FA_BC / 8][4];
+#pragma unroll
+        for (int j = 0; j < FA_BC / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+        const bf16_t* ks = Ks[st];
+#pragma unroll
+        for (int kk = 0; kk < FA_D / 16; ++kk) {
+#pragma unroll
+            for (int np = 0; np < FA_BC / 16; ++np) {
+                // K stored [key][d] is the "col" B operand: rows = keys, no transpose.
+                unsigned r[4];
+                fa_ldmatrix_x4(r, ks + (np * 16 + (mat / 2) * 8 + mrow) * FA_S + kk * 16 +
+                                      (mat % 2) * 8);
+                fa_mma(s[2 * np], qf[kk], r[0], r[1]);
+                fa_mma(s[2 * np + 1], qf[kk], r[2], r[3]);
+            }
+        }
+
+        // Scale to log2 units, mask, and take the tile's row maxima.
+        const int k0 = kt * FA_BC;
+        float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < FA_BC / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = k0 + j * 8 + 2 * t4 + (e % 2);
+                const int row = (e < 2) ? row_a : row_b;
+                const float x = (key > row) ? -INFINITY : s[j][e] * scale_log2;
+                s[j][e] = x;
+                if (e < 2) mx_a = fmaxf(mx_a, x);
+                else mx_b = fmaxf(mx_b, x);
+            }
+        }
+        // The quad (4 lanes of one row pair) agrees on the maxima.
+        mx_a = fmaxf(mx_a, __shfl_xor_sync(FULL_MASK, mx_a, 1));
+        mx_a = fmaxf(mx_a, __shfl_xor_sync(FULL_MASK, mx_a, 2));
+        mx_b = fmaxf(mx_b, __shfl_xor_sync(FULL_MASK, mx_b, 1));
+        mx_b = fmaxf(mx_b, __shfl_xor_sync(FULL_MASK, mx_b, 2));
+        // Tile 0 holds key 0 <= every row, so the new maxima are finite from the first tile on.
+        const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+        const float corr_a = exp2f(m_a - mn_a), corr_b = exp2f(m_b - mn_b);  // 0 at first
+        m_a = mn_a;
+        m_b = mn_b;
+        float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+        for (int j = 0; j < FA_BC / 8; ++j) {
+            s[j][0] = exp2f(s[j][0] - m_a);
+            s[j][1] = exp2f(s[j][1] - m_a);
+            s[j][2] = exp2f(s[j][2] - m_b);
+            s[j][3] = exp2f(s[j][3] - m_b);
+            sum_a += s[j][0] + s[j][1];
+            sum_b += s[j][2] + s[j][3];
+        }
+        l_a = l_a * corr_a + sum_a;
+        l_b = l_b * corr_b + sum_b;
+#pragma unroll
+        for (int j = 0; j < FA_D / 8; ++j) {
+            o[j][0] *= corr_a;
+            o[j][1] *= corr_a;
+            o[j][2] *= corr_b;
+            o[j][3] *= corr_b;
+        }
+
+        // O += P V. P's A fragment for keys 16kk .. 16kk+15: tiles 2kk and 2kk+1 of s.
+        const bf16_t* vs = Vs[st];
+#pragma unroll
+        for (int kk = 0; kk < FA_BC / 16; ++kk) {
+            unsigned pa[4];
+            pa[0] = fa_pack_bf16(s[2 * kk][0], s[2 * kk][1]);          // row g,   keys 2t..
+            pa[1] = fa_pack_bf16(s[2 * kk][2], s[2 * kk][3]);          // row g+8, keys 2t..
+            pa[2] = fa_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);  // row g,   keys 8+2t..
+            pa[3] = fa_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);  // row g+8, keys 8+2t..
+#pragma unroll
+            for (int dp = 0; dp < FA_D / 16; ++dp) {
+                // V stored [key][d] is a row-major [k][n] B operand: ldmatrix.trans.
+                unsigned r[4];
+                fa_ldmatrix_x4_trans(r, vs + (kk * 16 + (mat % 2) * 8 + mrow) * FA_S + dp * 16 +
+                                            (mat / 2) * 8);
+                fa_mma(o[2 * dp], pa, r[0], r[1]);
+                fa_mma(o[2 * dp + 1], pa, r[2], r[3]);
+            }
+        }
+        __syncthreads();  // everyone is done with buffer st before it is refilled
+    }
+    asm volatile("cp.async.wait_group 0;\n" ::);
+
+    // Full row sums over the quad, then O / l and lse.
+    l_a += __shfl_xor_sync(FULL_MASK, l_a, 1);
+    l_a += __shfl_xor_sync(FULL_MASK, l_a, 2);
+    l_b += __shfl_xor_sync(FULL_MASK, l_b, 1);
+    l_b += __shfl_xor_sync(FULL_MASK, l_b, 2);
+    const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
+#pragma unroll
+    for (int j = 0; j < FA_D / 8; ++j) {
+        const int d = j * 8 + 2 * t4;  // even: the bf16 pair is one aligned 32-bit store
+        if (row_a < T)
+            *(unsigned*)(out + (size_t)row_a * FA_D + d) =
+                fa_pack_bf16(o[j][0] * inv_a, o[j][1] * inv_a);
+        if (row_b < T)
+            *(unsigned*)(out + (size_t)row_b * FA_D + d) =
+                fa_pack_bf16(o[j][2] * inv_b, o[j][3] * inv_b);
+    }
+    if (t4 == 0) {
+        if (row_a < T) lse[row_a] = m_a * FA_LN2 + logf(l_a);
+        if (row_b < T) lse[row_b] = m_b * FA_LN2 + logf(l_b);
+    }
+}

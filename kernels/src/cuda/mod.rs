@@ -66,6 +66,7 @@ pub const SOURCES: &[KernelSource] = &[
             "attention_bwd_dot_f32",
             "attention_bwd_dq_f32",
             "attention_bwd_dkdv_f32",
+            "attention_fwd_bf16_d64",
         ],
     },
     KernelSource {

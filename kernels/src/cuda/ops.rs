@@ -379,6 +379,57 @@ impl Gpu {
         Ok(())
     }
 
+    /// Causal flash attention forward in bf16 on the tensor cores (kernel
+    /// `attention_fwd_bf16_d64`, sm_80+): q, k, v, out `[bh, t, 64]` as raw bf16 bits, lse
+    /// `[bh, t]` in f32; scores, softmax and accumulation in f32. Only head dimension 64.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_fwd_bf16(
+        &self,
+        q: &CudaSlice<u16>,
+        k: &CudaSlice<u16>,
+        v: &CudaSlice<u16>,
+        bh: usize,
+        t: usize,
+        d: usize,
+        out: &mut CudaSlice<u16>,
+        lse: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if d != 64 {
+            return Err(bad(format!(
+                "attention_fwd_bf16: head dimension {d}, this kernel takes 64 only (use the f32 one)"
+            )));
+        }
+        self.check_attention("attention_fwd_bf16", bh, t, d)?;
+        for (w, x) in [
+            ("q", q.len()),
+            ("k", k.len()),
+            ("v", v.len()),
+            ("out", out.len()),
+        ] {
+            check_len(w, x, bh * t * d)?;
+        }
+        check_len("lse", lse.len(), bh * t)?;
+        if bh == 0 || t == 0 {
+            return Ok(());
+        }
+        let ti = t as i32;
+        let scale_log2 = (std::f64::consts::LOG2_E / (d as f64).sqrt()) as f32;
+        let f = self.func("attention_fwd_bf16_d64")?;
+        let mut l = self.stream().launch_builder(f);
+        l.arg(q)
+            .arg(k)
+            .arg(v)
+            .arg(out)
+            .arg(lse)
+            .arg(&ti)
+            .arg(&scale_log2);
+        let grid = (t.div_ceil(64) as u32, bh as u32, 1);
+        // SAFETY: arguments match attention_fwd_bf16_d64; lengths checked above; the kernel
+        // uses static shared memory only (46 KiB).
+        unsafe { l.launch(cfg(grid, (128, 1, 1), 0)) }?;
+        Ok(())
+    }
+
     /// Causal flash attention backward (kernels `attention_bwd_dot_f32`, `attention_bwd_dq_f32`,
     /// `attention_bwd_dkdv_f32`), the contract of
     /// [`crate::cpu::attention::causal_attention_bwd_ref`]: P is recomputed from `lse`;

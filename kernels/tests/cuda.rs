@@ -287,12 +287,57 @@ fn gemm_bf16_matches_reference() {
             )
             .unwrap();
             let got = gpu.download(&dc).unwrap();
-            assert_close(
-                &format!("gemm_bf16 {batch}x{m}x{k}x{n} at={at} bt={bt} pad={pad}"),
-                &got,
-                &want,
-                1e-3,
+            let what = format!("gemm_bf16 {batch}x{m}x{k}x{n} at={at} bt={bt} pad={pad}");
+            assert_close(&what, &got, &want, 1e-3);
+
+            // The same with a bf16 C: the old C is the bf16 rounding of c0, the result is
+            // rounded once more (1e-2, the bf16 tolerance).
+            let (c0_bits, c0_vals) = bf16_round(&c0);
+            let mut want16 = to64(&c0_vals);
+            matmul::gemm_batched_ref::<f64>(
+                batch,
+                m,
+                k,
+                n,
+                alpha as f64,
+                &to64(&a),
+                sa.batch,
+                sa.row,
+                sa.col,
+                &to64(&b),
+                sb.batch,
+                sb.row,
+                sb.col,
+                beta as f64,
+                &mut want16,
+                m * ldc,
+                ldc,
+                1,
             );
+            let mut dc16 = gpu.upload(&c0_bits).unwrap();
+            gpu.gemm_bf16_to_bf16(
+                batch,
+                m,
+                k,
+                n,
+                alpha,
+                &da,
+                oa,
+                &db,
+                ob,
+                beta,
+                &mut dc16,
+                ldc,
+                m * ldc,
+            )
+            .unwrap();
+            let got16: Vec<f32> = gpu
+                .download(&dc16)
+                .unwrap()
+                .iter()
+                .map(|&h| cuda::bf16_bits_to_f32(h))
+                .collect();
+            assert_close(&format!("{what} bf16 C"), &got16, &want16, 1e-2);
         }
     }
 }
@@ -815,6 +860,35 @@ fn elementwise_sum_and_bf16_match_reference() {
         gpu.scale(&da, -0.3, &mut out).unwrap();
         let sc: Vec<f32> = a.iter().map(|x| -0.3 * x).collect();
         assert_eq!(gpu.download(&out).unwrap(), sc, "scale n={n}");
+
+        // Bias add and its gradient (column sums), on a [rows, cols] view of a.
+        let cols = if n < 7 {
+            1
+        } else if n < 10_000 {
+            7
+        } else {
+            77
+        };
+        let rows = n / cols;
+        let bias = rng.vec(cols, -1.0, 1.0);
+        let dbias = gpu.upload(&bias).unwrap();
+        let xb = gpu.upload(&a[..rows * cols]).unwrap();
+        let mut ob = gpu.zeros::<f32>(rows * cols).unwrap();
+        gpu.add_bias(&xb, &dbias, rows, cols, &mut ob).unwrap();
+        let want: Vec<f32> = (0..rows * cols).map(|i| a[i] + bias[i % cols]).collect();
+        assert_eq!(gpu.download(&ob).unwrap(), want, "add_bias {rows}x{cols}");
+        let mut colsum = gpu.zeros::<f32>(cols).unwrap();
+        gpu.sum_rows(&xb, rows, cols, &mut colsum).unwrap();
+        let want: Vec<f64> = (0..cols)
+            .map(|c| (0..rows).map(|r| a[r * cols + c] as f64).sum())
+            .collect();
+        let mag: f64 = a.iter().map(|&x| (x as f64).abs()).sum::<f64>() / cols as f64;
+        for (c, (&g, &w)) in gpu.download(&colsum).unwrap().iter().zip(&want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= 1e-5 * mag,
+                "sum_rows {rows}x{cols}[{c}]: {g} vs {w}"
+            );
+        }
 
         let s = gpu.sum(&da).unwrap();
         let want: f64 = a.iter().map(|&x| x as f64).sum();

@@ -2,6 +2,8 @@
 // master weights, bf16 copies for the tensor-core matmul).
 //
 //   add_f32: out = a + b     mul_f32: out = a * b     scale_f32: out = s * a
+//   add_bias_f32: out[r, c] = x[r, c] + bias[c]   (a linear layer's bias, broadcast over rows)
+//   sum_rows_f32: out[c] = sum_r x[r, c]           (the bias gradient; deterministic)
 //   sum_partial_f32 + sum_final_f32: out[0] = sum_i x[i]
 //   f32_to_bf16: y = round_to_nearest_even(x)      bf16_to_f32: y = x (exact)
 //
@@ -30,6 +32,34 @@ mul_f32(const float* a, const float* b, float* out, long long n) {
 extern "C" __global__ void __launch_bounds__(EW_THREADS)
 scale_f32(const float* a, float s, float* out, long long n) {
     GRID_STRIDE(i, n) out[i] = s * a[i];
+}
+
+extern "C" __global__ void __launch_bounds__(EW_THREADS)
+add_bias_f32(const float* x, const float* __restrict__ bias, float* out, long long n, int cols) {
+    GRID_STRIDE(i, n) out[i] = x[i] + bias[i % cols];
+}
+
+// Column sums of a row-major [rows, cols] matrix, the same split as layernorm's dgamma/dbeta:
+// block = (32, 8), grid = ceil(cols / 32). Block b owns columns 32b .. 32b+31; thread (tx, ty)
+// adds rows ty, ty + 8, ... of column 32b + tx (each warp reads 32 consecutive floats of a
+// row), then thread ty == 0 adds the 8 partials in the order ty = 0..7. No atomics:
+// reproducible.
+extern "C" __global__ void __launch_bounds__(256)
+sum_rows_f32(const float* __restrict__ x, float* __restrict__ out, int rows, int cols) {
+    __shared__ float part[8][WARP];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int col = blockIdx.x * WARP + tx;
+    float s = 0.0f;
+    if (col < cols)
+        for (int r = ty; r < rows; r += 8) s += x[(size_t)r * cols + col];
+    part[ty][tx] = s;
+    __syncthreads();
+    if (ty == 0 && col < cols) {
+        float t = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) t += part[k][tx];
+        out[col] = t;
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(EW_THREADS)

@@ -132,7 +132,9 @@ gemm_f32_tiled(int m, int k, int n, float alpha,
 //   C[t][i,j] = alpha * sum_p A[t][i,p] * B[t][p,j] + beta * C[t][i,j]
 //
 // A and B are bf16 (stored as raw 16-bit patterns: the top half of an f32), the products are
-// accumulated in f32 by the tensor cores, C is f32 (row-major, leading dimension ldc). The
+// accumulated in f32 by the tensor cores, C is row-major (leading dimension ldc) and either f32
+// or, with c_bf16 != 0, bf16 (the mixed-precision activations; alpha, beta and the old C are
+// applied in f32, then the result is rounded to nearest even). The
 // operands are dense matrices with one unit-stride axis each; which axis is the entry point's
 // choice (the letters say how A and B are STORED, as in BLAS):
 //   gemm_bf16_tc_nn: A row-major [m, k] (A[i,p] = a[i*lda + p]),  B row-major [k, n]
@@ -178,6 +180,14 @@ typedef unsigned short bf16_t;  // raw bf16 bits
 // 128 bf16 (256 B) becomes 272 B. ldmatrix reads 8 rows of 16 bytes at once; with these
 // strides the 8 rows start in 8 different groups of 4 banks, so the read has no bank conflict.
 // Both strides stay multiples of 16 bytes, as cp.async and ldmatrix require.
+
+// bf16 bits <-> f32 (round to nearest even, by the hardware's cvt).
+__device__ __forceinline__ float bf16_bits_f32(bf16_t h) { return __uint_as_float(((unsigned)h) << 16); }
+__device__ __forceinline__ bf16_t f32_bf16_bits(float x) {
+    unsigned short r;
+    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(r) : "f"(x));
+    return r;
+}
 
 // 32-bit shared-memory address of a generic pointer (what ldmatrix/cp.async take).
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
@@ -256,8 +266,8 @@ __device__ __forceinline__ void gemm_bf16_tc(int m, int k, int n, float alpha,
                                              const bf16_t* __restrict__ a, long long lda,
                                              long long sa, const bf16_t* __restrict__ b,
                                              long long ldb, long long sb, float beta,
-                                             float* __restrict__ c, long long ldc, long long sc,
-                                             int vec_ok) {
+                                             void* __restrict__ c, long long ldc, long long sc,
+                                             int c_bf16, int vec_ok) {
     __shared__ __align__(16) bf16_t As[2][TC_STAGE];
     __shared__ __align__(16) bf16_t Bs[2][TC_STAGE];
     // Shared strides (bf16) of the two possible orientations of each tile.
@@ -273,7 +283,7 @@ __device__ __forceinline__ void gemm_bf16_tc(int m, int k, int n, float alpha,
     const int col0 = blockIdx.x * TC_BN;
     a += (long long)blockIdx.z * sa;
     b += (long long)blockIdx.z * sb;
-    c += (long long)blockIdx.z * sc;
+    const long long c_off = (long long)blockIdx.z * sc;  // C's batch offset (elements)
 
     // Issue the copies of k-slice `kt` into stage `st` (no wait here).
     auto load_stage = [&](int st, int kt) {
@@ -381,9 +391,16 @@ __device__ __forceinline__ void gemm_bf16_tc(int m, int k, int n, float alpha,
                 const int gi = row0 + wm * TC_WM + mi * 16 + g + (e / 2) * 8;
                 const int gj = col0 + wn * TC_WN + ni * 8 + 2 * t4 + (e % 2);
                 if (gi < m && gj < n) {
-                    float* dst = c + (long long)gi * ldc + gj;
+                    const long long idx = c_off + (long long)gi * ldc + gj;
                     const float v = alpha * acc[mi][ni][e];
-                    *dst = (beta == 0.0f) ? v : v + beta * *dst;
+                    if (c_bf16) {
+                        bf16_t* dst = (bf16_t*)c + idx;
+                        const float old = (beta == 0.0f) ? 0.0f : beta * bf16_bits_f32(*dst);
+                        *dst = f32_bf16_bits(v + old);
+                    } else {
+                        float* dst = (float*)c + idx;
+                        *dst = (beta == 0.0f) ? v : v + beta * *dst;
+                    }
                 }
             }
         }
@@ -394,8 +411,9 @@ __device__ __forceinline__ void gemm_bf16_tc(int m, int k, int n, float alpha,
     extern "C" __global__ void __launch_bounds__(TC_THREADS)                                   \
     NAME(int m, int k, int n, float alpha, const bf16_t* __restrict__ a, long long lda,        \
          long long sa, const bf16_t* __restrict__ b, long long ldb, long long sb, float beta, \
-         float* __restrict__ c, long long ldc, long long sc, int vec_ok) {                     \
-        gemm_bf16_tc<AT, BT>(m, k, n, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, vec_ok);\
+         void* __restrict__ c, long long ldc, long long sc, int c_bf16, int vec_ok) {          \
+        gemm_bf16_tc<AT, BT>(m, k, n, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, c_bf16, \
+                             vec_ok);                                                          \
     }
 
 GEMM_BF16_ENTRY(gemm_bf16_tc_nn, false, false)

@@ -101,6 +101,8 @@ pub const SOURCES: &[KernelSource] = &[
             "add_f32",
             "mul_f32",
             "scale_f32",
+            "add_bias_f32",
+            "sum_rows_f32",
             "sum_partial_f32",
             "sum_final_f32",
             "f32_to_bf16",

@@ -239,6 +239,48 @@ impl Gpu {
         ldc: usize,
         c_batch_stride: usize,
     ) -> Result<()> {
+        let shape = (batch, m, k, n);
+        self.gemm_bf16_any(shape, alpha, a, oa, b, ob, beta, c, 0, ldc, c_batch_stride)
+    }
+
+    /// [`Gpu::gemm_bf16`] with a bf16 C (mixed-precision activations): the f32 result
+    /// `alpha·A·B + beta·C` is rounded to bf16 (nearest even) once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_bf16_to_bf16(
+        &self,
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: &CudaSlice<u16>,
+        oa: Bf16Operand,
+        b: &CudaSlice<u16>,
+        ob: Bf16Operand,
+        beta: f32,
+        c: &mut CudaSlice<u16>,
+        ldc: usize,
+        c_batch_stride: usize,
+    ) -> Result<()> {
+        let shape = (batch, m, k, n);
+        self.gemm_bf16_any(shape, alpha, a, oa, b, ob, beta, c, 1, ldc, c_batch_stride)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_bf16_any<T>(
+        &self,
+        (batch, m, k, n): (usize, usize, usize, usize),
+        alpha: f32,
+        a: &CudaSlice<u16>,
+        oa: Bf16Operand,
+        b: &CudaSlice<u16>,
+        ob: Bf16Operand,
+        beta: f32,
+        c: &mut CudaSlice<T>,
+        c_bf16: i32,
+        ldc: usize,
+        c_batch_stride: usize,
+    ) -> Result<()> {
         if batch == 0 || m == 0 || n == 0 {
             return Ok(());
         }
@@ -309,7 +351,12 @@ impl Gpu {
         l.arg(&mi).arg(&ki).arg(&ni).arg(&alpha);
         l.arg(a).arg(&lda).arg(&sa);
         l.arg(b).arg(&ldb).arg(&sb);
-        l.arg(&beta).arg(c).arg(&ldc).arg(&sc).arg(&vec_ok);
+        l.arg(&beta)
+            .arg(c)
+            .arg(&ldc)
+            .arg(&sc)
+            .arg(&c_bf16)
+            .arg(&vec_ok);
         let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32, batch as u32);
         // SAFETY: arguments match GEMM_BF16_ENTRY in matmul.cu; extents checked above.
         unsafe { l.launch(cfg(grid, (256, 1, 1), 0)) }?;
@@ -884,6 +931,58 @@ impl Gpu {
         l.arg(a).arg(&s).arg(out).arg(&nl);
         // SAFETY: arguments match scale_f32.
         unsafe { l.launch(cfg((ew_blocks(n), 1, 1), (256, 1, 1), 0)) }?;
+        Ok(())
+    }
+
+    /// `out[r, c] = x[r, c] + bias[c]` for a row-major `[rows, cols]` x (kernel
+    /// `add_bias_f32`): a linear layer's bias.
+    pub fn add_bias(
+        &self,
+        x: &CudaSlice<f32>,
+        bias: &CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        check_i32("cols", cols)?;
+        check_len("add_bias x", x.len(), rows * cols)?;
+        check_len("add_bias out", out.len(), rows * cols)?;
+        check_len("add_bias bias", bias.len(), cols)?;
+        let n = rows * cols;
+        if n == 0 {
+            return Ok(());
+        }
+        let (nl, ci) = (n as i64, cols as i32);
+        let f = self.func("add_bias_f32")?;
+        let mut l = self.stream().launch_builder(f);
+        l.arg(x).arg(bias).arg(out).arg(&nl).arg(&ci);
+        // SAFETY: arguments match add_bias_f32; lengths checked above.
+        unsafe { l.launch(cfg((ew_blocks(n), 1, 1), (256, 1, 1), 0)) }?;
+        Ok(())
+    }
+
+    /// Column sums `out[c] = Σ_r x[r, c]` of a row-major `[rows, cols]` x (kernel
+    /// `sum_rows_f32`): a bias gradient. Deterministic (fixed order, no atomics).
+    pub fn sum_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        check_i32("rows", rows)?;
+        check_i32("cols", cols)?;
+        check_len("sum_rows x", x.len(), rows * cols)?;
+        check_len("sum_rows out", out.len(), cols)?;
+        if cols == 0 {
+            return Ok(());
+        }
+        let (ri, ci) = (rows as i32, cols as i32);
+        let f = self.func("sum_rows_f32")?;
+        let mut l = self.stream().launch_builder(f);
+        l.arg(x).arg(out).arg(&ri).arg(&ci);
+        // SAFETY: arguments match sum_rows_f32; lengths checked above.
+        unsafe { l.launch(cfg((cols.div_ceil(32) as u32, 1, 1), (32, 8, 1), 0)) }?;
         Ok(())
     }
 

@@ -400,6 +400,44 @@ fn run() -> Res<()> {
         work: Work::F32Flops(2.5 * fwd_flops),
         note: "P recomputed; FLOPs counted as 2.5x forward".into(),
     });
+    // The same shape in bf16 on the tensor cores (the target: >= 50% of SDPA bf16).
+    let q16 = upload_bf16(&gpu, n, 5)?;
+    let k16 = upload_bf16(&gpu, n, 6)?;
+    let v16 = upload_bf16(&gpu, n, 7)?;
+    let dout16 = upload_bf16(&gpu, n, 8)?;
+    let mut o16 = gpu.zeros::<u16>(n)?;
+    let fwd16 = time(&gpu, || {
+        gpu.attention_fwd_bf16(&q16, &k16, &v16, bh, t, d, &mut o16, &mut lse)
+    })?;
+    let sdpa16 = std::env::var("TORCH_SDPA_MS_BF16")
+        .ok()
+        .and_then(|x| x.parse::<f64>().ok());
+    push(Row {
+        kernel: "attention_fwd_bf16_d64".into(),
+        shape: "B8 H12 T1024 D64".into(),
+        ms: fwd16,
+        work: Work::Bf16Flops(fwd_flops),
+        note: match sdpa16 {
+            Some(ms) => format!(
+                "torch SDPA bf16: {ms:.3} ms (ours = {:.0}% of its speed)",
+                100.0 * ms / fwd16
+            ),
+            None => "no PyTorch to compare with".into(),
+        },
+    });
+    let ms = time(&gpu, || {
+        gpu.attention_bwd_bf16(
+            &q16, &k16, &v16, &o16, &lse, &dout16, bh, t, d, &mut gq, &mut gk, &mut gv,
+        )
+    })?;
+    push(Row {
+        kernel: "attention_bwd_bf16_d64 (3 kernels)".into(),
+        shape: "B8 H12 T1024 D64".into(),
+        ms,
+        work: Work::Bf16Flops(2.5 * fwd_flops),
+        note: "P recomputed; FLOPs counted as 2.5x forward".into(),
+    });
+    drop((q16, k16, v16, dout16, o16));
     drop((q, k, v, dout, o, lse, gq, gk, gv));
 
     // ---- memory-bound kernels at GPT-2 small shapes (B16 x T1024 tokens, C 768)

@@ -462,14 +462,14 @@ fn attention_bf16_matches_reference() {
             &mut out_ref,
             &mut lse_ref,
         );
-        let (dq, dk, dv) = (
+        let (dev_q, dev_k, dev_v) = (
             gpu.upload(&q_bits).unwrap(),
             gpu.upload(&k_bits).unwrap(),
             gpu.upload(&v_bits).unwrap(),
         );
         let mut out = gpu.zeros::<u16>(n).unwrap();
         let mut lse = gpu.zeros::<f32>(bh * t).unwrap();
-        gpu.attention_fwd_bf16(&dq, &dk, &dv, bh, t, d, &mut out, &mut lse)
+        gpu.attention_fwd_bf16(&dev_q, &dev_k, &dev_v, bh, t, d, &mut out, &mut lse)
             .unwrap();
         let out: Vec<f32> = gpu
             .download(&out)
@@ -490,6 +490,61 @@ fn attention_bf16_matches_reference() {
             &gpu.download(&lse).unwrap(),
             &lse_ref,
             1e-4,
+        );
+        // Backward from the GPU's own bf16 O and lse (the reference gets the same O and lse,
+        // so D = dO.O agrees and only the kernels' bf16 rounding of P and dS differs: 1e-2).
+        let (dout_bits, dout_vals) = bf16_round(&rng.vec(n, -1.0, 1.0));
+        let out_gpu = to64(&out);
+        let lse_gpu = to64(&gpu.download(&lse).unwrap());
+        let (mut dq_ref, mut dk_ref, mut dv_ref) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        attention::causal_attention_bwd_ref(
+            &to64(&q),
+            &to64(&k),
+            &to64(&v),
+            &out_gpu,
+            &lse_gpu,
+            &to64(&dout_vals),
+            bh,
+            t,
+            d,
+            &mut dq_ref,
+            &mut dk_ref,
+            &mut dv_ref,
+        );
+        let out_dev = gpu
+            .upload(
+                &out.iter()
+                    .map(|&x| cuda::f32_to_bf16_bits(x))
+                    .collect::<Vec<u16>>(),
+            )
+            .unwrap();
+        let ddout = gpu.upload(&dout_bits).unwrap();
+        let (mut gq, mut gk, mut gv) = (
+            gpu.zeros::<f32>(n).unwrap(),
+            gpu.zeros::<f32>(n).unwrap(),
+            gpu.zeros::<f32>(n).unwrap(),
+        );
+        gpu.attention_bwd_bf16(
+            &dev_q, &dev_k, &dev_v, &out_dev, &lse, &ddout, bh, t, d, &mut gq, &mut gk, &mut gv,
+        )
+        .unwrap();
+        assert_close(
+            &format!("attention bf16 dq bh={bh} t={t}"),
+            &gpu.download(&gq).unwrap(),
+            &dq_ref,
+            1e-2,
+        );
+        assert_close(
+            &format!("attention bf16 dk bh={bh} t={t}"),
+            &gpu.download(&gk).unwrap(),
+            &dk_ref,
+            1e-2,
+        );
+        assert_close(
+            &format!("attention bf16 dv bh={bh} t={t}"),
+            &gpu.download(&gv).unwrap(),
+            &dv_ref,
+            1e-2,
         );
     }
     assert!(gpu

@@ -587,3 +587,274 @@ attention_fwd_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
         if (row_b < T) lse[row_b] = m_b * FA_LN2 + logf(l_b);
     }
 }
+
+// =============================================================================================
+// bf16 flash attention backward on the tensor cores (sm_80+), head dimension 64.
+// =============================================================================================
+//
+// Inputs q, k, v, out, dout in bf16, lse (from attention_fwd_bf16_d64) in f32; outputs dq, dk,
+// dv in f32 (gradients are accumulated in f32 by the caller). Same math as the f32 backward:
+//   D_i = dO_i . O_i,  P = exp(s QK^T - lse),  dP = dO V^T,  dS = P o (dP - D),
+//   dV = P^T dO,  dK = s dS^T Q,  dQ = s dS K.
+// Three kernels, as FlashAttention-2 does it but with dQ in its own pass so that nothing needs
+// atomics (every output element has one owner, results are reproducible):
+//   * attention_bwd_dot_bf16: D_i, one warp per row (as attention_bwd_dot_f32).
+//   * attention_bwd_dq_bf16_d64: grid (ceil(T/64), BH), 4 warps x 16 query rows, like the
+//     forward: per tile of 64 keys, S = Q K^T and dP = dO V^T (the warp's Q and dO fragments
+//     stay in registers), P and dS on the accumulators, then dQ += dS K with dS packed from the
+//     accumulators into A fragments and K read with ldmatrix.trans.
+//   * attention_bwd_dkdv_bf16_d64: grid (ceil(T/64), BH), 4 warps x 16 KEY rows: the transposed
+//     computation. Per tile of 64 queries (from the one holding the block's first key to the
+//     last), S^T = K Q^T and dP^T = V dO^T (K and V fragments in registers), then
+//     dV += P^T dO and dK += dS^T Q. lse and D of the tile's queries sit in shared memory, since
+//     they vary along the accumulator columns here.
+// The own rows (Q and dO for dq, K and V for dk/dv) are loaded once through the second shared
+// buffer into registers before the double-buffered loop starts using it. Masks: P = 0 where the
+// key is after the query, and (dk/dv) where the query is at or past T (its zero-filled row
+// would otherwise give exp(0 - 0) = 1).
+
+#define FA_LOG2E 1.4426950408889634f
+
+__device__ __forceinline__ float fa_bf16_f32(bf16_t h) { return __uint_as_float(((unsigned)h) << 16); }
+
+// D_i = dO_i . O_i for bf16 rows of length D. grid = ceil(rows / 4), block = (32, 4).
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attention_bwd_dot_bf16(const bf16_t* __restrict__ dout, const bf16_t* __restrict__ out,
+                       float* __restrict__ dvec, int rows, int D) {
+    const int row = blockIdx.x * ATT_WARPS + threadIdx.y;
+    if (row >= rows) return;  // whole warp
+    float s = 0.0f;
+    for (int d = threadIdx.x; d < D; d += WARP)
+        s = fmaf(fa_bf16_f32(dout[(size_t)row * D + d]), fa_bf16_f32(out[(size_t)row * D + d]), s);
+    s = att_warp_sum(s);
+    if (threadIdx.x == 0) dvec[row] = s;
+}
+
+// S (or S^T) of one warp: 16 rows of `af` (A fragments, 4 d-steps) against the 64 rows of the
+// shared tile `tile` (stored [row][d], the "col" operand: ldmatrix without .trans).
+__device__ __forceinline__ void fa_rows_times_tile_t(float (&s)[FA_BC / 8][4],
+                                                     const unsigned (&af)[FA_D / 16][4],
+                                                     const bf16_t* tile, int mat, int mrow) {
+#pragma unroll
+    for (int j = 0; j < FA_BC / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < FA_D / 16; ++kk) {
+#pragma unroll
+        for (int np = 0; np < FA_BC / 16; ++np) {
+            unsigned r[4];
+            fa_ldmatrix_x4(r, tile + (np * 16 + (mat / 2) * 8 + mrow) * FA_S + kk * 16 +
+                                  (mat % 2) * 8);
+            fa_mma(s[2 * np], af[kk], r[0], r[1]);
+            fa_mma(s[2 * np + 1], af[kk], r[2], r[3]);
+        }
+    }
+}
+
+// acc (16 x 64 over d) += X (16 x 64 over the tile's rows, f32 accumulator fragments, packed
+// to bf16 here) times the shared tile (stored [row][d] = row-major [k][n]: ldmatrix.trans).
+__device__ __forceinline__ void fa_acc_times_tile(float (&acc)[FA_D / 8][4],
+                                                  const float (&x)[FA_BC / 8][4],
+                                                  const bf16_t* tile, int mat, int mrow) {
+#pragma unroll
+    for (int kk = 0; kk < FA_BC / 16; ++kk) {
+        unsigned a[4];
+        a[0] = fa_pack_bf16(x[2 * kk][0], x[2 * kk][1]);
+        a[1] = fa_pack_bf16(x[2 * kk][2], x[2 * kk][3]);
+        a[2] = fa_pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+        a[3] = fa_pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+#pragma unroll
+        for (int dp = 0; dp < FA_D / 16; ++dp) {
+            unsigned r[4];
+            fa_ldmatrix_x4_trans(r, tile + (kk * 16 + (mat % 2) * 8 + mrow) * FA_S + dp * 16 +
+                                        (mat / 2) * 8);
+            fa_mma(acc[2 * dp], a, r[0], r[1]);
+            fa_mma(acc[2 * dp + 1], a, r[2], r[3]);
+        }
+    }
+}
+
+// A fragments (4 d-steps) of the warp's 16 rows of a shared tile stored [row][d].
+__device__ __forceinline__ void fa_load_frags(unsigned (&f)[FA_D / 16][4], const bf16_t* tile,
+                                              int warp, int lane) {
+#pragma unroll
+    for (int kk = 0; kk < FA_D / 16; ++kk)
+        fa_ldmatrix_x4(f[kk], tile + (warp * 16 + lane % 16) * FA_S + kk * 16 + (lane / 16) * 8);
+}
+
+// Writes a warp's 16 x 64 f32 accumulator rows (row_a = its row g, row_b = g + 8) times `mul`.
+__device__ __forceinline__ void fa_store_rows(float* __restrict__ dst, const float (&acc)[FA_D / 8][4],
+                                             int row_a, int row_b, int T, int t4, float mul) {
+#pragma unroll
+    for (int j = 0; j < FA_D / 8; ++j) {
+        const int d = j * 8 + 2 * t4;  // even: an aligned float2
+        if (row_a < T)
+            *(float2*)(dst + (size_t)row_a * FA_D + d) = make_float2(mul * acc[j][0], mul * acc[j][1]);
+        if (row_b < T)
+            *(float2*)(dst + (size_t)row_b * FA_D + d) = make_float2(mul * acc[j][2], mul * acc[j][3]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(FA_THREADS)
+attention_bwd_dq_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
+                          const bf16_t* __restrict__ v, const bf16_t* __restrict__ dout,
+                          const float* __restrict__ lse, const float* __restrict__ dvec,
+                          float* __restrict__ dq, int T, float scale_log2, float scale) {
+    __shared__ __align__(16) bf16_t Ks[2][FA_BC * FA_S];
+    __shared__ __align__(16) bf16_t Vs[2][FA_BC * FA_S];
+
+    const int lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
+    const int g = lane / 4, t4 = lane % 4, mat = lane / 8, mrow = lane % 8;
+    const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_BR;
+    const size_t base = (size_t)blockIdx.y * T * FA_D;
+    q += base; k += base; v += base; dout += base; dq += base;
+    lse += (size_t)blockIdx.y * T;
+    dvec += (size_t)blockIdx.y * T;
+    const int row_a = q0 + warp * 16 + g, row_b = row_a + 8;
+    const int ntiles = q0 / FA_BC + 1;
+
+    // The warp's Q and dO fragments, through buffer 1 (free until the loop's first prefetch).
+    fa_load_tile(Ks[1], q, q0, T);
+    fa_load_tile(Vs[1], dout, q0, T);
+    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncthreads();
+    unsigned qf[FA_D / 16][4], df[FA_D / 16][4];
+    fa_load_frags(qf, Ks[1], warp, lane);
+    fa_load_frags(df, Vs[1], warp, lane);
+    __syncthreads();  // all fragments read before buffer 1 is refilled
+
+    const float lse_a = (row_a < T) ? lse[row_a] * FA_LOG2E : 0.0f;
+    const float lse_b = (row_b < T) ? lse[row_b] * FA_LOG2E : 0.0f;
+    const float d_a = (row_a < T) ? dvec[row_a] : 0.0f;
+    const float d_b = (row_b < T) ? dvec[row_b] : 0.0f;
+    float acc[FA_D / 8][4];
+#pragma unroll
+    for (int j = 0; j < FA_D / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
+
+    fa_load_tile(Ks[0], k, 0, T);
+    fa_load_tile(Vs[0], v, 0, T);
+    asm volatile("cp.async.commit_group;\n" ::);
+    for (int kt = 0; kt < ntiles; ++kt) {
+        const int st = kt & 1;
+        if (kt + 1 < ntiles) {
+            fa_load_tile(Ks[st ^ 1], k, (kt + 1) * FA_BC, T);
+            fa_load_tile(Vs[st ^ 1], v, (kt + 1) * FA_BC, T);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+        asm volatile("cp.async.wait_group 1;\n" ::);
+        __syncthreads();
+
+        float s[FA_BC / 8][4], dp[FA_BC / 8][4];
+        fa_rows_times_tile_t(s, qf, Ks[st], mat, mrow);   // S  = Q  K^T
+        fa_rows_times_tile_t(dp, df, Vs[st], mat, mrow);  // dP = dO V^T
+        const int k0 = kt * FA_BC;
+#pragma unroll
+        for (int j = 0; j < FA_BC / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int key = k0 + j * 8 + 2 * t4 + (e % 2);
+                const int row = (e < 2) ? row_a : row_b;
+                const float p =
+                    (key > row) ? 0.0f : exp2f(s[j][e] * scale_log2 - ((e < 2) ? lse_a : lse_b));
+                s[j][e] = p * (dp[j][e] - ((e < 2) ? d_a : d_b));  // dS
+            }
+        }
+        fa_acc_times_tile(acc, s, Ks[st], mat, mrow);  // dQ += dS K
+        __syncthreads();
+    }
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    fa_store_rows(dq, acc, row_a, row_b, T, t4, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(FA_THREADS)
+attention_bwd_dkdv_bf16_d64(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k,
+                            const bf16_t* __restrict__ v, const bf16_t* __restrict__ dout,
+                            const float* __restrict__ lse, const float* __restrict__ dvec,
+                            float* __restrict__ dk, float* __restrict__ dv, int T,
+                            float scale_log2, float scale) {
+    __shared__ __align__(16) bf16_t Qs[2][FA_BC * FA_S];
+    __shared__ __align__(16) bf16_t dOs[2][FA_BC * FA_S];
+    __shared__ float lse_s[2][FA_BC];  // lse * log2(e) of the tile's queries
+    __shared__ float d_s[2][FA_BC];    // D of the tile's queries
+
+    const int lane = threadIdx.x % WARP;
+    const int warp = threadIdx.x / WARP;
+    const int g = lane / 4, t4 = lane % 4, mat = lane / 8, mrow = lane % 8;
+    const int key0 = blockIdx.x * FA_BC;  // low keys see the most queries: they come first
+    const size_t base = (size_t)blockIdx.y * T * FA_D;
+    q += base; k += base; v += base; dout += base; dk += base; dv += base;
+    lse += (size_t)blockIdx.y * T;
+    dvec += (size_t)blockIdx.y * T;
+    const int key_a = key0 + warp * 16 + g, key_b = key_a + 8;
+
+    // The warp's K and V fragments, through buffer 1.
+    fa_load_tile(Qs[1], k, key0, T);
+    fa_load_tile(dOs[1], v, key0, T);
+    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    __syncthreads();
+    unsigned kf[FA_D / 16][4], vf[FA_D / 16][4];
+    fa_load_frags(kf, Qs[1], warp, lane);
+    fa_load_frags(vf, dOs[1], warp, lane);
+    __syncthreads();
+
+    // Issue the copies of query tile qt into buffer st (lse and D with plain loads).
+    auto load_q = [&](int st, int qt) {
+        const int i0 = qt * FA_BC;
+        fa_load_tile(Qs[st], q, i0, T);
+        fa_load_tile(dOs[st], dout, i0, T);
+        if (threadIdx.x < FA_BC) {
+            const int i = i0 + threadIdx.x;
+            lse_s[st][threadIdx.x] = (i < T) ? lse[i] * FA_LOG2E : 0.0f;
+            d_s[st][threadIdx.x] = (i < T) ? dvec[i] : 0.0f;
+        }
+    };
+
+    float ak[FA_D / 8][4], av[FA_D / 8][4];
+#pragma unroll
+    for (int j = 0; j < FA_D / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ak[j][e] = av[j][e] = 0.0f;
+
+    const int qt0 = key0 / FA_BC;  // the tile holding the first key's own query
+    const int ntq = (T + FA_BC - 1) / FA_BC;
+    load_q(0, qt0);
+    asm volatile("cp.async.commit_group;\n" ::);
+    for (int qt = qt0; qt < ntq; ++qt) {
+        const int st = (qt - qt0) & 1;
+        if (qt + 1 < ntq) load_q(st ^ 1, qt + 1);  // buffer st^1 was released by the last sync
+        asm volatile("cp.async.commit_group;\n" ::);
+        asm volatile("cp.async.wait_group 1;\n" ::);
+        __syncthreads();  // tile qt's copies and its lse/D stores are visible to all
+
+        float s[FA_BC / 8][4], dp[FA_BC / 8][4];
+        fa_rows_times_tile_t(s, kf, Qs[st], mat, mrow);   // S^T  = K Q^T
+        fa_rows_times_tile_t(dp, vf, dOs[st], mat, mrow); // dP^T = V dO^T
+        const int i0 = qt * FA_BC;
+#pragma unroll
+        for (int j = 0; j < FA_BC / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int col = j * 8 + 2 * t4 + (e % 2);  // query within the tile
+                const int qi = i0 + col;
+                const int key = (e < 2) ? key_a : key_b;
+                const float p = (qi >= key && qi < T)
+                                    ? exp2f(s[j][e] * scale_log2 - lse_s[st][col])
+                                    : 0.0f;
+                s[j][e] = p;                             // P^T
+                dp[j][e] = p * (dp[j][e] - d_s[st][col]);  // dS^T
+            }
+        }
+        fa_acc_times_tile(av, s, dOs[st], mat, mrow);  // dV += P^T  dO
+        fa_acc_times_tile(ak, dp, Qs[st], mat, mrow);  // dK += dS^T Q
+        __syncthreads();
+    }
+    asm volatile("cp.async.wait_group 0;\n" ::);
+    fa_store_rows(dk, ak, key_a, key_b, T, t4, scale);
+    fa_store_rows(dv, av, key_a, key_b, T, t4, 1.0f);
+}

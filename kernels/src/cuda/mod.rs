@@ -67,6 +67,9 @@ pub const SOURCES: &[KernelSource] = &[
             "attention_bwd_dq_f32",
             "attention_bwd_dkdv_f32",
             "attention_fwd_bf16_d64",
+            "attention_bwd_dot_bf16",
+            "attention_bwd_dq_bf16_d64",
+            "attention_bwd_dkdv_bf16_d64",
         ],
     },
     KernelSource {

@@ -552,6 +552,84 @@ impl Gpu {
         Ok(())
     }
 
+    /// Causal flash attention backward in bf16 on the tensor cores (kernels
+    /// `attention_bwd_dot_bf16`, `attention_bwd_dq_bf16_d64`, `attention_bwd_dkdv_bf16_d64`,
+    /// sm_80+): q, k, v, out, dout `[bh, t, 64]` as bf16 bits, lse `[bh, t]` from
+    /// [`Gpu::attention_fwd_bf16`]; overwrites dq, dk, dv (f32). Only head dimension 64.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_bwd_bf16(
+        &self,
+        q: &CudaSlice<u16>,
+        k: &CudaSlice<u16>,
+        v: &CudaSlice<u16>,
+        out: &CudaSlice<u16>,
+        lse: &CudaSlice<f32>,
+        dout: &CudaSlice<u16>,
+        bh: usize,
+        t: usize,
+        d: usize,
+        dq: &mut CudaSlice<f32>,
+        dk: &mut CudaSlice<f32>,
+        dv: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        if d != 64 {
+            return Err(bad(format!(
+                "attention_bwd_bf16: head dimension {d}, this kernel takes 64 only (use the f32 one)"
+            )));
+        }
+        self.check_attention("attention_bwd_bf16", bh, t, d)?;
+        for (w, x) in [
+            ("q", q.len()),
+            ("k", k.len()),
+            ("v", v.len()),
+            ("out", out.len()),
+            ("dout", dout.len()),
+            ("dq", dq.len()),
+            ("dk", dk.len()),
+            ("dv", dv.len()),
+        ] {
+            check_len(w, x, bh * t * d)?;
+        }
+        check_len("lse", lse.len(), bh * t)?;
+        if bh == 0 || t == 0 {
+            return Ok(());
+        }
+        let rows = bh * t;
+        let (ti, di, ri) = (t as i32, d as i32, rows as i32);
+        let scale = 1.0 / (d as f32).sqrt();
+        let scale_log2 = (std::f64::consts::LOG2_E / (d as f64).sqrt()) as f32;
+        let mut dvec = self.zeros::<f32>(rows)?;
+
+        let f = self.func("attention_bwd_dot_bf16")?;
+        let mut l = self.stream().launch_builder(f);
+        l.arg(dout).arg(out).arg(&mut dvec).arg(&ri).arg(&di);
+        // SAFETY: arguments match attention_bwd_dot_bf16.
+        unsafe { l.launch(cfg((rows.div_ceil(4) as u32, 1, 1), (32, 4, 1), 0)) }?;
+
+        let grid = (t.div_ceil(64) as u32, bh as u32, 1);
+        let f = self.func("attention_bwd_dq_bf16_d64")?;
+        let mut l = self.stream().launch_builder(f);
+        l.arg(q).arg(k).arg(v).arg(dout).arg(lse).arg(&dvec).arg(dq);
+        l.arg(&ti).arg(&scale_log2).arg(&scale);
+        // SAFETY: arguments match attention_bwd_dq_bf16_d64 (static shared memory only).
+        unsafe { l.launch(cfg(grid, (128, 1, 1), 0)) }?;
+
+        let f = self.func("attention_bwd_dkdv_bf16_d64")?;
+        let mut l = self.stream().launch_builder(f);
+        l.arg(q)
+            .arg(k)
+            .arg(v)
+            .arg(dout)
+            .arg(lse)
+            .arg(&dvec)
+            .arg(dk)
+            .arg(dv);
+        l.arg(&ti).arg(&scale_log2).arg(&scale);
+        // SAFETY: arguments match attention_bwd_dkdv_bf16_d64 (static shared memory only).
+        unsafe { l.launch(cfg(grid, (128, 1, 1), 0)) }?;
+        Ok(())
+    }
+
     // ------------------------------------------------------------------------------- layernorm
 
     /// Layernorm forward (kernel `layernorm_fwd_f32`), the contract of

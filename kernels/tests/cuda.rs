@@ -195,6 +195,7 @@ fn gemm_bf16_matches_reference() {
         (1, 256, 64, 128, 0, 0.5),
         (1, 200, 72, 136, 0, 0.0),
         (1, 77, 50, 33, 0, 0.0),
+        (1, 77, 50, 33, 8, 0.0),
         (1, 1, 1, 1, 0, 0.0),
         (2, 130, 40, 260, 8, -1.0),
         (3, 17, 16, 9, 0, 0.0),
@@ -1032,4 +1033,76 @@ fn adamw_and_clipping_match_reference() {
             assert_eq!(gpu.download(dg).unwrap(), want, "clip max_norm={max_norm}");
         }
     }
+}
+
+#[test]
+fn results_are_reproducible_and_bad_arguments_are_errors() {
+    let Some(gpu) = gpu("results_are_reproducible_and_bad_arguments_are_errors") else {
+        return;
+    };
+    let mut rng = Rng::new(12);
+    // The backward passes and reductions have no atomics: two runs give the same bits.
+    let (bh, t, d) = (2, 150, 64);
+    let n = bh * t * d;
+    let up = |x: &[f32]| gpu.upload(x).unwrap();
+    let (q, k, v, dout) = (
+        up(&rng.vec(n, -1.0, 1.0)),
+        up(&rng.vec(n, -1.0, 1.0)),
+        up(&rng.vec(n, -1.0, 1.0)),
+        up(&rng.vec(n, -1.0, 1.0)),
+    );
+    let mut out = gpu.zeros::<f32>(n).unwrap();
+    let mut lse = gpu.zeros::<f32>(bh * t).unwrap();
+    gpu.attention_fwd(&q, &k, &v, bh, t, d, &mut out, &mut lse)
+        .unwrap();
+    let run = || {
+        let (mut a, mut b, mut c) = (
+            gpu.zeros::<f32>(n).unwrap(),
+            gpu.zeros::<f32>(n).unwrap(),
+            gpu.zeros::<f32>(n).unwrap(),
+        );
+        gpu.attention_bwd(
+            &q, &k, &v, &out, &lse, &dout, bh, t, d, &mut a, &mut b, &mut c,
+        )
+        .unwrap();
+        [a, b, c].map(|x| gpu.download(&x).unwrap())
+    };
+    assert!(
+        run() == run(),
+        "attention backward differs between two runs"
+    );
+    let (rows, cols) = (300, 77);
+    let x = up(&rng.vec(rows * cols, -1.0, 1.0));
+    let colsum = || {
+        let mut o = gpu.zeros::<f32>(cols).unwrap();
+        gpu.sum_rows(&x, rows, cols, &mut o).unwrap();
+        gpu.download(&o).unwrap()
+    };
+    assert_eq!(colsum(), colsum(), "sum_rows differs between two runs");
+
+    // Wrong sizes are errors, not out-of-bounds launches.
+    let mut small = gpu.zeros::<f32>(10).unwrap();
+    let is_bad = |r: Result<(), CudaError>| matches!(r, Err(CudaError::BadArgument(_)));
+    assert!(is_bad(gpu.add(&x, &x, &mut small)));
+    assert!(is_bad(gpu.softmax_fwd(&x, rows, cols + 1, &mut small)));
+    assert!(is_bad(gpu.gemm_f32(
+        1,
+        20,
+        20,
+        20,
+        1.0,
+        &x,
+        Strides::row_major(20, 20),
+        &x,
+        Strides::row_major(20, 20),
+        0.0,
+        &mut small,
+        Strides::row_major(20, 20),
+    )));
+    let big = gpu.zeros::<f32>(129 * 2).unwrap();
+    let mut o = gpu.zeros::<f32>(129 * 2).unwrap();
+    let mut l = gpu.zeros::<f32>(2).unwrap();
+    assert!(is_bad(
+        gpu.attention_fwd(&big, &big, &big, 1, 2, 129, &mut o, &mut l)
+    ));
 }

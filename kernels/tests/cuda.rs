@@ -1106,3 +1106,252 @@ fn results_are_reproducible_and_bad_arguments_are_errors() {
         gpu.attention_fwd(&big, &big, &big, 1, 2, 129, &mut o, &mut l)
     ));
 }
+
+/// Uploads the bf16 rounding of `x`; returns the device buffer and the rounded values.
+fn up16(gpu: &Gpu, x: &[f32]) -> (cudarc::driver::CudaSlice<u16>, Vec<f32>) {
+    let (bits, vals) = bf16_round(x);
+    (gpu.upload(&bits).unwrap(), vals)
+}
+
+fn down16(gpu: &Gpu, x: &cudarc::driver::CudaSlice<u16>) -> Vec<f32> {
+    gpu.download(x)
+        .unwrap()
+        .iter()
+        .map(|&h| cuda::bf16_bits_to_f32(h))
+        .collect()
+}
+
+/// The bf16-storage versions of the memory-bound kernels (mixed-precision activations) against
+/// the f64 reference on the bf16-rounded inputs; their outputs are rounded to bf16, so 1e-2.
+#[test]
+fn bf16_activation_kernels_match_reference() {
+    let Some(gpu) = gpu("bf16_activation_kernels_match_reference") else {
+        return;
+    };
+    let mut rng = Rng::new(13);
+    const TOL: f64 = 1e-2;
+    let (rows, cols) = (37, 300);
+    let n = rows * cols;
+
+    // layernorm: residual-fused forward, then the backward on the stored (bf16) sum.
+    let (dx_, _) = up16(gpu, &rng.vec(n, -2.0, 3.0));
+    let (dres, _) = up16(gpu, &rng.vec(n, -1.0, 1.0));
+    let (ddy, dy) = up16(gpu, &rng.vec(n, -1.0, 1.0));
+    let (gamma, beta) = (rng.vec(cols, 0.5, 1.5), rng.vec(cols, -0.5, 0.5));
+    let (dg, db) = (gpu.upload(&gamma).unwrap(), gpu.upload(&beta).unwrap());
+    let mut dsum = gpu.zeros::<u16>(n).unwrap();
+    let mut y = gpu.zeros::<u16>(n).unwrap();
+    let (mut mean, mut rstd) = (
+        gpu.zeros::<f32>(rows).unwrap(),
+        gpu.zeros::<f32>(rows).unwrap(),
+    );
+    gpu.layernorm_residual_fwd(
+        &dx_, &dres, &dg, &db, rows, cols, 1e-5, &mut dsum, &mut y, &mut mean, &mut rstd,
+    )
+    .unwrap();
+    let sum = down16(gpu, &dsum);
+    let (g64, b64) = (to64(&gamma), to64(&beta));
+    let mut y_ref = vec![0.0; n];
+    let (mut m_ref, mut r_ref) = (vec![0.0; rows], vec![0.0; rows]);
+    layernorm::layernorm_fwd_ref(
+        &to64(&sum),
+        &g64,
+        &b64,
+        rows,
+        cols,
+        1e-5,
+        &mut y_ref,
+        &mut m_ref,
+        &mut r_ref,
+    );
+    assert_close("layernorm bf16 y", &down16(gpu, &y), &y_ref, TOL);
+    let mut y2 = gpu.zeros::<u16>(n).unwrap();
+    gpu.layernorm_fwd(
+        &dsum, &dg, &db, rows, cols, 1e-5, &mut y2, &mut mean, &mut rstd,
+    )
+    .unwrap();
+    assert_close("layernorm bf16 y (plain)", &down16(gpu, &y2), &y_ref, TOL);
+    let (mut dx_ref, mut dg_ref, mut db_ref) = (vec![0.0; n], vec![0.0; cols], vec![0.0; cols]);
+    layernorm::layernorm_bwd_ref(
+        &to64(&dy),
+        &to64(&sum),
+        &g64,
+        &m_ref,
+        &r_ref,
+        rows,
+        cols,
+        &mut dx_ref,
+        &mut dg_ref,
+        &mut db_ref,
+    );
+    let mut dx = gpu.zeros::<u16>(n).unwrap();
+    let (mut dgam, mut dbet) = (
+        gpu.zeros::<f32>(cols).unwrap(),
+        gpu.zeros::<f32>(cols).unwrap(),
+    );
+    gpu.layernorm_bwd(
+        &ddy, &dsum, &dg, &mean, &rstd, rows, cols, &mut dx, &mut dgam, &mut dbet,
+    )
+    .unwrap();
+    assert_close("layernorm bf16 dx", &down16(gpu, &dx), &dx_ref, TOL);
+    assert_close(
+        "layernorm bf16 dgamma",
+        &gpu.download(&dgam).unwrap(),
+        &dg_ref,
+        1e-4,
+    );
+    assert_close(
+        "layernorm bf16 dbeta",
+        &gpu.download(&dbet).unwrap(),
+        &db_ref,
+        1e-4,
+    );
+
+    // softmax and log-softmax, backward from the GPU's own bf16 y.
+    let (dxs, xs) = up16(gpu, &rng.vec(n, -8.0, 8.0));
+    let mut ys = gpu.zeros::<u16>(n).unwrap();
+    let mut ref_ = vec![0.0; n];
+    softmax::softmax_fwd_ref(&to64(&xs), rows, cols, &mut ref_);
+    gpu.softmax_fwd(&dxs, rows, cols, &mut ys).unwrap();
+    let y16 = down16(gpu, &ys);
+    assert_close("softmax bf16", &y16, &ref_, TOL);
+    softmax::softmax_bwd_ref(&to64(&y16), &to64(&dy), rows, cols, &mut ref_);
+    gpu.softmax_bwd(&ys, &ddy, rows, cols, &mut dx).unwrap();
+    assert_close("softmax bf16 bwd", &down16(gpu, &dx), &ref_, TOL);
+    softmax::log_softmax_fwd_ref(&to64(&xs), rows, cols, &mut ref_);
+    gpu.log_softmax_fwd(&dxs, rows, cols, &mut ys).unwrap();
+    let y16 = down16(gpu, &ys);
+    assert_close("log_softmax bf16", &y16, &ref_, TOL);
+    softmax::log_softmax_bwd_ref(&to64(&y16), &to64(&dy), rows, cols, &mut ref_);
+    gpu.log_softmax_bwd(&ys, &ddy, rows, cols, &mut dx).unwrap();
+    assert_close("log_softmax bf16 bwd", &down16(gpu, &dx), &ref_, TOL);
+
+    // cross-entropy on bf16 logits (losses and lse in f32).
+    let targets: Vec<i64> = (0..rows)
+        .map(|r| {
+            if r % 4 == 3 {
+                -100
+            } else {
+                rng.below(cols) as i64
+            }
+        })
+        .collect();
+    let dt = gpu.upload(&targets).unwrap();
+    let dl = rng.vec(rows, 0.1, 2.0);
+    let (mut loss_ref, mut lse_ref) = (vec![0.0; rows], vec![0.0; rows]);
+    crossentropy::cross_entropy_fwd_ref(
+        &to64(&xs),
+        &targets,
+        rows,
+        cols,
+        -100,
+        &mut loss_ref,
+        &mut lse_ref,
+    );
+    let (mut loss, mut lse) = (
+        gpu.zeros::<f32>(rows).unwrap(),
+        gpu.zeros::<f32>(rows).unwrap(),
+    );
+    gpu.cross_entropy_fwd(&dxs, &dt, rows, cols, -100, &mut loss, &mut lse)
+        .unwrap();
+    assert_close(
+        "ce bf16 loss",
+        &gpu.download(&loss).unwrap(),
+        &loss_ref,
+        1e-4,
+    );
+    assert_close("ce bf16 lse", &gpu.download(&lse).unwrap(), &lse_ref, 1e-4);
+    crossentropy::cross_entropy_bwd_ref(
+        &to64(&xs),
+        &targets,
+        &lse_ref,
+        &to64(&dl),
+        rows,
+        cols,
+        -100,
+        &mut ref_,
+    );
+    let ddl = gpu.upload(&dl).unwrap();
+    gpu.cross_entropy_bwd(&dxs, &dt, &lse, &ddl, rows, cols, -100, &mut dx)
+        .unwrap();
+    assert_close("ce bf16 dlogits", &down16(gpu, &dx), &ref_, TOL);
+
+    // GELU.
+    let (dxg, xg) = up16(gpu, &rng.vec(n, -6.0, 6.0));
+    gelu::gelu_fwd_ref(&to64(&xg), &mut ref_);
+    gpu.gelu_fwd(&dxg, &mut ys).unwrap();
+    assert_close("gelu bf16", &down16(gpu, &ys), &ref_, TOL);
+    gelu::gelu_bwd_ref(&to64(&xg), &to64(&dy), &mut ref_);
+    gpu.gelu_bwd(&dxg, &ddy, &mut dx).unwrap();
+    assert_close("gelu bf16 bwd", &down16(gpu, &dx), &ref_, TOL);
+
+    // Element-wise ops, bias, column sums, sum.
+    let want: Vec<f64> = xg
+        .iter()
+        .zip(&dy)
+        .map(|(&a, &b)| a as f64 + b as f64)
+        .collect();
+    gpu.add(&dxg, &ddy, &mut ys).unwrap();
+    assert_close("add bf16", &down16(gpu, &ys), &want, TOL);
+    let want: Vec<f64> = xg
+        .iter()
+        .zip(&dy)
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .collect();
+    gpu.mul(&dxg, &ddy, &mut ys).unwrap();
+    assert_close("mul bf16", &down16(gpu, &ys), &want, TOL);
+    let want: Vec<f64> = xg.iter().map(|&a| 0.5 * a as f64).collect();
+    gpu.scale(&dxg, 0.5, &mut ys).unwrap();
+    assert_close("scale bf16", &down16(gpu, &ys), &want, TOL);
+    let bias = rng.vec(cols, -1.0, 1.0);
+    let dbias = gpu.upload(&bias).unwrap();
+    let want: Vec<f64> = (0..n)
+        .map(|i| xg[i] as f64 + bias[i % cols] as f64)
+        .collect();
+    gpu.add_bias(&dxg, &dbias, rows, cols, &mut ys).unwrap();
+    assert_close("add_bias bf16", &down16(gpu, &ys), &want, TOL);
+    let want: Vec<f64> = (0..cols)
+        .map(|c| (0..rows).map(|r| xg[r * cols + c] as f64).sum())
+        .collect();
+    let mut colsum = gpu.zeros::<f32>(cols).unwrap();
+    gpu.sum_rows(&dxg, rows, cols, &mut colsum).unwrap();
+    assert_close(
+        "sum_rows bf16",
+        &gpu.download(&colsum).unwrap(),
+        &want,
+        1e-4,
+    );
+    let want: f64 = xg.iter().map(|&x| x as f64).sum();
+    let mag: f64 = xg.iter().map(|&x| (x as f64).abs()).sum();
+    let s = gpu.sum(&dxg).unwrap() as f64;
+    assert!((s - want).abs() <= 1e-5 * mag, "sum bf16: {s} vs {want}");
+
+    // Embedding with a bf16 table (the bf16 weight copy) and bf16 output gradients.
+    let (vocab, dim) = (40, 72);
+    let (dtab, tab) = up16(gpu, &rng.vec(vocab * dim, -1.0, 1.0));
+    let ids: Vec<i32> = (0..rows).map(|_| rng.below(vocab) as i32).collect();
+    let mut out = gpu.zeros::<u16>(rows * dim).unwrap();
+    gpu.embedding_fwd(&gpu.upload(&ids).unwrap(), &dtab, vocab, dim, &mut out)
+        .unwrap();
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&t| tab[t as usize * dim..(t as usize + 1) * dim].to_vec())
+        .collect();
+    assert_eq!(down16(gpu, &out), want, "embedding bf16 forward is a copy");
+    let (ddout, dout) = up16(gpu, &rng.vec(rows * dim, -1.0, 1.0));
+    let mut want = vec![0.0f32; vocab * dim];
+    for (r, &t) in ids.iter().enumerate() {
+        for c in 0..dim {
+            want[t as usize * dim + c] += dout[r * dim + c];
+        }
+    }
+    let groups = EmbeddingGroups::new(gpu, &ids, vocab).unwrap();
+    let mut dtable = gpu.zeros::<f32>(vocab * dim).unwrap();
+    gpu.embedding_bwd(&ddout, &groups, vocab, dim, false, &mut dtable)
+        .unwrap();
+    assert_eq!(
+        gpu.download(&dtable).unwrap(),
+        want,
+        "embedding bf16 backward"
+    );
+}

@@ -70,6 +70,15 @@ __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     return (bf16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+// Storage types. Kernels that come in an f32 and a bf16 version are written once as a template
+// over the storage type T (float or bf16_t) and do their arithmetic in f32: load with to_f32,
+// store with from_f32<T> (a plain copy for float, a rounding for bf16).
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16_t x) { return bf16_to_f32(x); }
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16_t from_f32<bf16_t>(float x) { return f32_to_bf16(x); }
+
 // Grid-stride loop over 0..n: thread t of the grid handles t, t + gridDim*blockDim, ...
 #define GRID_STRIDE(i, n)                                                              \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); \

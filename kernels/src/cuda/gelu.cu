@@ -1,5 +1,6 @@
 // GELU, tanh approximation (GPT-2; torch's gelu(approximate="tanh")), forward and backward,
-// element-wise over n floats. Same function as kernels/src/cpu/gelu.rs:
+// element-wise over n values stored as f32 (suffix _f32) or bf16 (_bf16), computed in f32.
+// Same function as kernels/src/cpu/gelu.rs:
 //
 //   y = x/2 (1 + tanh u),  u = sqrt(2/pi) (x + 0.044715 x^3)
 //   dy/dx = 1/2 (1 + tanh u) + x/2 (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
@@ -21,22 +22,35 @@ __device__ __forceinline__ float gelu_e(float x) {  // e^(-2u), clamped
     return expf(fminf(-2.0f * u, GELU_CLAMP));
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-gelu_fwd_f32(const float* __restrict__ x, float* __restrict__ y, long long n) {
+template <typename T>
+__device__ __forceinline__ void gelu_fwd(const T* __restrict__ x, T* __restrict__ y, long long n) {
     GRID_STRIDE(i, n) {
-        const float v = x[i];
-        y[i] = v / (1.0f + gelu_e(v));
+        const float v = to_f32(x[i]);
+        y[i] = from_f32<T>(v / (1.0f + gelu_e(v)));
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-gelu_bwd_f32(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx,
-             long long n) {
+template <typename T>
+__device__ __forceinline__ void gelu_bwd(const T* __restrict__ x, const T* __restrict__ dy,
+                                         T* __restrict__ dx, long long n) {
     GRID_STRIDE(i, n) {
-        const float v = x[i];
+        const float v = to_f32(x[i]);
         const float e = gelu_e(v);
         const float sig = 1.0f / (1.0f + e);
         const float du = GELU_S * fmaf(3.0f * GELU_C, v * v, 1.0f);
-        dx[i] = dy[i] * (sig * (1.0f + 2.0f * v * (e * sig) * du));
+        dx[i] = from_f32<T>(to_f32(dy[i]) * (sig * (1.0f + 2.0f * v * (e * sig) * du)));
     }
 }
+
+#define GELU_ENTRIES(SUF, T)                                                                   \
+    extern "C" __global__ void __launch_bounds__(256)                                          \
+        gelu_fwd_##SUF(const T* x, T* y, long long n) {                                        \
+        gelu_fwd<T>(x, y, n);                                                                  \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256)                                          \
+        gelu_bwd_##SUF(const T* x, const T* dy, T* dx, long long n) {                          \
+        gelu_bwd<T>(x, dy, dx, n);                                                             \
+    }
+
+GELU_ENTRIES(f32, float)
+GELU_ENTRIES(bf16, bf16_t)

@@ -22,7 +22,7 @@ mod gpu;
 mod ops;
 
 pub use gpu::{bf16_bits_to_f32, f32_to_bf16_bits, Gpu};
-pub use ops::{Bf16Operand, EmbeddingGroups, Strides};
+pub use ops::{Bf16Operand, DeviceFloat, EmbeddingGroups, Strides};
 
 /// One kernel family: a CUDA C source file and the `extern "C"` kernels it defines.
 #[derive(Debug, Clone, Copy)]
@@ -35,16 +35,21 @@ pub struct KernelSource {
     pub kernels: &'static [&'static str],
 }
 
-/// Every kernel family of the backend.
+/// Every kernel family of the backend. Kernels with an `_f32` and a `_bf16` version are the
+/// same template instantiated for both storage types (f32 arithmetic in both).
 pub const SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "layernorm",
-        src: include_str!("layernorm.cu"),
+        src: concat!(include_str!("common.cuh"), include_str!("layernorm.cu")),
         kernels: &[
             "layernorm_fwd_f32",
             "layernorm_residual_fwd_f32",
             "layernorm_bwd_dx_f32",
             "layernorm_bwd_dgamma_dbeta_f32",
+            "layernorm_fwd_bf16",
+            "layernorm_residual_fwd_bf16",
+            "layernorm_bwd_dx_bf16",
+            "layernorm_bwd_dgamma_dbeta_bf16",
         ],
     },
     KernelSource {
@@ -80,22 +85,41 @@ pub const SOURCES: &[KernelSource] = &[
             "softmax_bwd_f32",
             "log_softmax_fwd_f32",
             "log_softmax_bwd_f32",
+            "softmax_fwd_bf16",
+            "softmax_bwd_bf16",
+            "log_softmax_fwd_bf16",
+            "log_softmax_bwd_bf16",
         ],
     },
     KernelSource {
         name: "crossentropy",
         src: concat!(include_str!("common.cuh"), include_str!("crossentropy.cu")),
-        kernels: &["cross_entropy_fwd_f32", "cross_entropy_bwd_f32"],
+        kernels: &[
+            "cross_entropy_fwd_f32",
+            "cross_entropy_bwd_f32",
+            "cross_entropy_fwd_bf16",
+            "cross_entropy_bwd_bf16",
+        ],
     },
     KernelSource {
         name: "gelu",
         src: concat!(include_str!("common.cuh"), include_str!("gelu.cu")),
-        kernels: &["gelu_fwd_f32", "gelu_bwd_f32"],
+        kernels: &[
+            "gelu_fwd_f32",
+            "gelu_bwd_f32",
+            "gelu_fwd_bf16",
+            "gelu_bwd_bf16",
+        ],
     },
     KernelSource {
         name: "embedding",
         src: concat!(include_str!("common.cuh"), include_str!("embedding.cu")),
-        kernels: &["embedding_fwd_f32", "embedding_bwd_f32"],
+        kernels: &[
+            "embedding_fwd_f32",
+            "embedding_bwd_f32",
+            "embedding_fwd_bf16",
+            "embedding_bwd_bf16",
+        ],
     },
     KernelSource {
         name: "elementwise",
@@ -107,6 +131,12 @@ pub const SOURCES: &[KernelSource] = &[
             "add_bias_f32",
             "sum_rows_f32",
             "sum_partial_f32",
+            "add_bf16",
+            "mul_bf16",
+            "scale_bf16",
+            "add_bias_bf16",
+            "sum_rows_bf16",
+            "sum_partial_bf16",
             "sum_final_f32",
             "f32_to_bf16",
             "bf16_to_f32",

@@ -7,7 +7,7 @@
 use super::gpu::cfg;
 use super::{CudaError, Gpu};
 use crate::cpu::adamw::AdamWStep;
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg, ValidAsZeroBits};
 
 type Result<T> = std::result::Result<T, CudaError>;
 
@@ -107,6 +107,30 @@ fn group_rows(idx: &[i32], vocab: usize) -> Result<(Vec<i32>, Vec<i32>, Vec<i32>
         *slot += 1;
     }
     Ok((order, starts, uniq))
+}
+
+/// A storage type of the kernels that come in two versions: `f32`, or `u16` holding raw bf16
+/// bits (see [`super::f32_to_bf16_bits`]). The arithmetic is f32 either way. Sealed: the
+/// kernel names are built from [`DeviceFloat::SUFFIX`].
+pub trait DeviceFloat: DeviceRepr + ValidAsZeroBits + Copy + sealed::Sealed + 'static {
+    /// The kernel-name suffix: `"f32"` or `"bf16"`.
+    const SUFFIX: &'static str;
+}
+impl DeviceFloat for f32 {
+    const SUFFIX: &'static str = "f32";
+}
+impl DeviceFloat for u16 {
+    const SUFFIX: &'static str = "bf16";
+}
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u16 {}
+}
+
+/// The name of the `T` version of a kernel family member, e.g. `layernorm_fwd_bf16`.
+fn kname<T: DeviceFloat>(base: &str) -> String {
+    format!("{base}_{}", T::SUFFIX)
 }
 
 fn bad(msg: String) -> CudaError {
@@ -632,18 +656,18 @@ impl Gpu {
 
     // ------------------------------------------------------------------------------- layernorm
 
-    /// Layernorm forward (kernel `layernorm_fwd_f32`), the contract of
+    /// Layernorm forward (kernel `layernorm_fwd_{f32,bf16}`), the contract of
     /// [`crate::cpu::layernorm::layernorm_fwd_ref`].
     #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_fwd(
+    pub fn layernorm_fwd<T: DeviceFloat>(
         &self,
-        x: &CudaSlice<f32>,
+        x: &CudaSlice<T>,
         gamma: &CudaSlice<f32>,
         beta: &CudaSlice<f32>,
         rows: usize,
         cols: usize,
         eps: f32,
-        y: &mut CudaSlice<f32>,
+        y: &mut CudaSlice<T>,
         mean: &mut CudaSlice<f32>,
         rstd: &mut CudaSlice<f32>,
     ) -> Result<()> {
@@ -654,29 +678,29 @@ impl Gpu {
             return Ok(());
         }
         let (ri, ci) = (rows as i32, cols as i32);
-        let f = self.func("layernorm_fwd_f32")?;
+        let f = self.func(&kname::<T>("layernorm_fwd"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(x).arg(gamma).arg(beta).arg(y).arg(mean).arg(rstd);
         l.arg(&ri).arg(&ci).arg(&eps);
-        // SAFETY: arguments match layernorm_fwd_f32.
+        // SAFETY: arguments match layernorm_fwd_*.
         unsafe { l.launch(cfg((rows.div_ceil(4) as u32, 1, 1), (32, 4, 1), 0)) }?;
         Ok(())
     }
 
-    /// Residual add fused with layernorm (kernel `layernorm_residual_fwd_f32`):
+    /// Residual add fused with layernorm (kernel `layernorm_residual_fwd_{f32,bf16}`):
     /// `sum = x + res`, then `y = layernorm(sum)` with mean and rstd saved.
     #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_residual_fwd(
+    pub fn layernorm_residual_fwd<T: DeviceFloat>(
         &self,
-        x: &CudaSlice<f32>,
-        res: &CudaSlice<f32>,
+        x: &CudaSlice<T>,
+        res: &CudaSlice<T>,
         gamma: &CudaSlice<f32>,
         beta: &CudaSlice<f32>,
         rows: usize,
         cols: usize,
         eps: f32,
-        sum: &mut CudaSlice<f32>,
-        y: &mut CudaSlice<f32>,
+        sum: &mut CudaSlice<T>,
+        y: &mut CudaSlice<T>,
         mean: &mut CudaSlice<f32>,
         rstd: &mut CudaSlice<f32>,
     ) -> Result<()> {
@@ -693,7 +717,7 @@ impl Gpu {
             return Ok(());
         }
         let (ri, ci) = (rows as i32, cols as i32);
-        let f = self.func("layernorm_residual_fwd_f32")?;
+        let f = self.func(&kname::<T>("layernorm_residual_fwd"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(x)
             .arg(res)
@@ -704,25 +728,25 @@ impl Gpu {
             .arg(mean)
             .arg(rstd);
         l.arg(&ri).arg(&ci).arg(&eps);
-        // SAFETY: arguments match layernorm_residual_fwd_f32.
+        // SAFETY: arguments match layernorm_residual_fwd_*.
         unsafe { l.launch(cfg((rows.div_ceil(4) as u32, 1, 1), (32, 4, 1), 0)) }?;
         Ok(())
     }
 
-    /// Layernorm backward (kernels `layernorm_bwd_dx_f32`, `layernorm_bwd_dgamma_dbeta_f32`),
+    /// Layernorm backward (kernels `layernorm_bwd_dx_{f32,bf16}`, `layernorm_bwd_dgamma_dbeta_{f32,bf16}`),
     /// the contract of [`crate::cpu::layernorm::layernorm_bwd_ref`]; overwrites dx, dgamma,
     /// dbeta.
     #[allow(clippy::too_many_arguments)]
-    pub fn layernorm_bwd(
+    pub fn layernorm_bwd<T: DeviceFloat>(
         &self,
-        dy: &CudaSlice<f32>,
-        x: &CudaSlice<f32>,
+        dy: &CudaSlice<T>,
+        x: &CudaSlice<T>,
         gamma: &CudaSlice<f32>,
         mean: &CudaSlice<f32>,
         rstd: &CudaSlice<f32>,
         rows: usize,
         cols: usize,
-        dx: &mut CudaSlice<f32>,
+        dx: &mut CudaSlice<T>,
         dgamma: &mut CudaSlice<f32>,
         dbeta: &mut CudaSlice<f32>,
     ) -> Result<()> {
@@ -741,7 +765,7 @@ impl Gpu {
         }
         let (ri, ci) = (rows as i32, cols as i32);
         if rows > 0 {
-            let f = self.func("layernorm_bwd_dx_f32")?;
+            let f = self.func(&kname::<T>("layernorm_bwd_dx"))?;
             let mut l = self.stream().launch_builder(f);
             l.arg(dy)
                 .arg(x)
@@ -751,10 +775,10 @@ impl Gpu {
                 .arg(dx)
                 .arg(&ri)
                 .arg(&ci);
-            // SAFETY: arguments match layernorm_bwd_dx_f32.
+            // SAFETY: arguments match layernorm_bwd_dx_*.
             unsafe { l.launch(cfg((rows.div_ceil(4) as u32, 1, 1), (32, 4, 1), 0)) }?;
         }
-        let f = self.func("layernorm_bwd_dgamma_dbeta_f32")?;
+        let f = self.func(&kname::<T>("layernorm_bwd_dgamma_dbeta"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(dy)
             .arg(x)
@@ -764,7 +788,7 @@ impl Gpu {
             .arg(dbeta)
             .arg(&ri)
             .arg(&ci);
-        // SAFETY: arguments match layernorm_bwd_dgamma_dbeta_f32.
+        // SAFETY: arguments match layernorm_bwd_dgamma_dbeta_*.
         unsafe { l.launch(cfg((cols.div_ceil(32) as u32, 1, 1), (32, 8, 1), 0)) }?;
         Ok(())
     }
@@ -782,25 +806,26 @@ impl Gpu {
     // ---------------------------------------------------------------------- row-wise kernels
 
     /// Launches one of the block-per-row kernels taking (in..., out, cols).
-    fn row_kernel(
+    fn row_kernel<T: DeviceFloat>(
         &self,
-        name: &str,
-        ins: &[&CudaSlice<f32>],
-        out: &mut CudaSlice<f32>,
+        base: &str,
+        ins: &[&CudaSlice<T>],
+        out: &mut CudaSlice<T>,
         rows: usize,
         cols: usize,
     ) -> Result<()> {
         check_i32("rows", rows)?;
         check_i32("cols", cols)?;
         for x in ins {
-            check_len(name, x.len(), rows * cols)?;
+            check_len(base, x.len(), rows * cols)?;
         }
-        check_len(name, out.len(), rows * cols)?;
+        check_len(base, out.len(), rows * cols)?;
         if rows == 0 || cols == 0 {
             return Ok(());
         }
         let ci = cols as i32;
-        let f = self.func(name)?;
+        let name = kname::<T>(base);
+        let f = self.func(&name)?;
         let mut l = self.stream().launch_builder(f);
         for x in ins {
             l.arg(*x);
@@ -811,59 +836,59 @@ impl Gpu {
         Ok(())
     }
 
-    /// Softmax over the last axis (kernel `softmax_fwd_f32`), as
+    /// Softmax over the last axis (kernel `softmax_fwd_{f32,bf16}`), as
     /// [`crate::cpu::softmax::softmax_fwd_ref`].
-    pub fn softmax_fwd(
+    pub fn softmax_fwd<T: DeviceFloat>(
         &self,
-        x: &CudaSlice<f32>,
+        x: &CudaSlice<T>,
         rows: usize,
         cols: usize,
-        y: &mut CudaSlice<f32>,
+        y: &mut CudaSlice<T>,
     ) -> Result<()> {
-        self.row_kernel("softmax_fwd_f32", &[x], y, rows, cols)
+        self.row_kernel("softmax_fwd", &[x], y, rows, cols)
     }
 
-    /// Softmax backward from its output (kernel `softmax_bwd_f32`).
-    pub fn softmax_bwd(
+    /// Softmax backward from its output (kernel `softmax_bwd_{f32,bf16}`).
+    pub fn softmax_bwd<T: DeviceFloat>(
         &self,
-        y: &CudaSlice<f32>,
-        dy: &CudaSlice<f32>,
+        y: &CudaSlice<T>,
+        dy: &CudaSlice<T>,
         rows: usize,
         cols: usize,
-        dx: &mut CudaSlice<f32>,
+        dx: &mut CudaSlice<T>,
     ) -> Result<()> {
-        self.row_kernel("softmax_bwd_f32", &[y, dy], dx, rows, cols)
+        self.row_kernel("softmax_bwd", &[y, dy], dx, rows, cols)
     }
 
-    /// Log-softmax over the last axis (kernel `log_softmax_fwd_f32`).
-    pub fn log_softmax_fwd(
+    /// Log-softmax over the last axis (kernel `log_softmax_fwd_{f32,bf16}`).
+    pub fn log_softmax_fwd<T: DeviceFloat>(
         &self,
-        x: &CudaSlice<f32>,
+        x: &CudaSlice<T>,
         rows: usize,
         cols: usize,
-        y: &mut CudaSlice<f32>,
+        y: &mut CudaSlice<T>,
     ) -> Result<()> {
-        self.row_kernel("log_softmax_fwd_f32", &[x], y, rows, cols)
+        self.row_kernel("log_softmax_fwd", &[x], y, rows, cols)
     }
 
-    /// Log-softmax backward from its output (kernel `log_softmax_bwd_f32`).
-    pub fn log_softmax_bwd(
+    /// Log-softmax backward from its output (kernel `log_softmax_bwd_{f32,bf16}`).
+    pub fn log_softmax_bwd<T: DeviceFloat>(
         &self,
-        y: &CudaSlice<f32>,
-        dy: &CudaSlice<f32>,
+        y: &CudaSlice<T>,
+        dy: &CudaSlice<T>,
         rows: usize,
         cols: usize,
-        dx: &mut CudaSlice<f32>,
+        dx: &mut CudaSlice<T>,
     ) -> Result<()> {
-        self.row_kernel("log_softmax_bwd_f32", &[y, dy], dx, rows, cols)
+        self.row_kernel("log_softmax_bwd", &[y, dy], dx, rows, cols)
     }
 
-    /// Cross-entropy forward fused with log-softmax (kernel `cross_entropy_fwd_f32`), as
+    /// Cross-entropy forward fused with log-softmax (kernel `cross_entropy_fwd_{f32,bf16}`), as
     /// [`crate::cpu::crossentropy::cross_entropy_fwd_ref`]: per-row losses and lse.
     #[allow(clippy::too_many_arguments)]
-    pub fn cross_entropy_fwd(
+    pub fn cross_entropy_fwd<T: DeviceFloat>(
         &self,
-        logits: &CudaSlice<f32>,
+        logits: &CudaSlice<T>,
         targets: &CudaSlice<i64>,
         rows: usize,
         vocab: usize,
@@ -881,7 +906,7 @@ impl Gpu {
             return Ok(());
         }
         let vi = vocab as i32;
-        let f = self.func("cross_entropy_fwd_f32")?;
+        let f = self.func(&kname::<T>("cross_entropy_fwd"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(logits)
             .arg(targets)
@@ -889,24 +914,24 @@ impl Gpu {
             .arg(lse)
             .arg(&vi)
             .arg(&ignore_index);
-        // SAFETY: arguments match cross_entropy_fwd_f32.
+        // SAFETY: arguments match cross_entropy_fwd_*.
         unsafe { l.launch(cfg((rows as u32, 1, 1), (256, 1, 1), 0)) }?;
         Ok(())
     }
 
-    /// Cross-entropy backward (kernel `cross_entropy_bwd_f32`), as
+    /// Cross-entropy backward (kernel `cross_entropy_bwd_{f32,bf16}`), as
     /// [`crate::cpu::crossentropy::cross_entropy_bwd_ref`]; overwrites dlogits.
     #[allow(clippy::too_many_arguments)]
-    pub fn cross_entropy_bwd(
+    pub fn cross_entropy_bwd<T: DeviceFloat>(
         &self,
-        logits: &CudaSlice<f32>,
+        logits: &CudaSlice<T>,
         targets: &CudaSlice<i64>,
         lse: &CudaSlice<f32>,
         dlosses: &CudaSlice<f32>,
         rows: usize,
         vocab: usize,
         ignore_index: i64,
-        dlogits: &mut CudaSlice<f32>,
+        dlogits: &mut CudaSlice<T>,
     ) -> Result<()> {
         check_i32("rows", rows)?;
         check_i32("vocab", vocab)?;
@@ -919,7 +944,7 @@ impl Gpu {
             return Ok(());
         }
         let vi = vocab as i32;
-        let f = self.func("cross_entropy_bwd_f32")?;
+        let f = self.func(&kname::<T>("cross_entropy_bwd"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(logits)
             .arg(targets)
@@ -928,7 +953,7 @@ impl Gpu {
             .arg(dlogits)
             .arg(&vi)
             .arg(&ignore_index);
-        // SAFETY: arguments match cross_entropy_bwd_f32.
+        // SAFETY: arguments match cross_entropy_bwd_*.
         unsafe { l.launch(cfg((rows as u32, 1, 1), (256, 1, 1), 0)) }?;
         Ok(())
     }
@@ -936,21 +961,22 @@ impl Gpu {
     // --------------------------------------------------------------------------- element-wise
 
     /// Launches a grid-stride kernel taking (inputs..., [scalar], output, n).
-    fn ew_kernel(
+    fn ew_kernel<T: DeviceFloat>(
         &self,
-        name: &str,
-        ins: &[&CudaSlice<f32>],
-        out: &mut CudaSlice<f32>,
+        base: &str,
+        ins: &[&CudaSlice<T>],
+        out: &mut CudaSlice<T>,
     ) -> Result<()> {
         let n = out.len();
         for x in ins {
-            check_len(name, x.len(), n)?;
+            check_len(base, x.len(), n)?;
         }
         if n == 0 {
             return Ok(());
         }
         let nl = n as i64;
-        let f = self.func(name)?;
+        let name = kname::<T>(base);
+        let f = self.func(&name)?;
         let mut l = self.stream().launch_builder(f);
         for x in ins {
             l.arg(*x);
@@ -961,66 +987,71 @@ impl Gpu {
         Ok(())
     }
 
-    /// GELU (tanh form) forward (kernel `gelu_fwd_f32`), as [`crate::cpu::gelu::gelu_fwd_ref`].
-    pub fn gelu_fwd(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
-        self.ew_kernel("gelu_fwd_f32", &[x], y)
+    /// GELU (tanh form) forward (kernel `gelu_fwd_{f32,bf16}`), as [`crate::cpu::gelu::gelu_fwd_ref`].
+    pub fn gelu_fwd<T: DeviceFloat>(&self, x: &CudaSlice<T>, y: &mut CudaSlice<T>) -> Result<()> {
+        self.ew_kernel("gelu_fwd", &[x], y)
     }
 
-    /// GELU backward `dx = dy·gelu'(x)` (kernel `gelu_bwd_f32`).
-    pub fn gelu_bwd(
+    /// GELU backward `dx = dy·gelu'(x)` (kernel `gelu_bwd_{f32,bf16}`).
+    pub fn gelu_bwd<T: DeviceFloat>(
         &self,
-        x: &CudaSlice<f32>,
-        dy: &CudaSlice<f32>,
-        dx: &mut CudaSlice<f32>,
+        x: &CudaSlice<T>,
+        dy: &CudaSlice<T>,
+        dx: &mut CudaSlice<T>,
     ) -> Result<()> {
-        self.ew_kernel("gelu_bwd_f32", &[x, dy], dx)
+        self.ew_kernel("gelu_bwd", &[x, dy], dx)
     }
 
-    /// `out = a + b` (kernel `add_f32`).
-    pub fn add(
+    /// `out = a + b` (kernel `add_{f32,bf16}`).
+    pub fn add<T: DeviceFloat>(
         &self,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<f32>,
-        out: &mut CudaSlice<f32>,
+        a: &CudaSlice<T>,
+        b: &CudaSlice<T>,
+        out: &mut CudaSlice<T>,
     ) -> Result<()> {
-        self.ew_kernel("add_f32", &[a, b], out)
+        self.ew_kernel("add", &[a, b], out)
     }
 
-    /// `out = a * b` element-wise (kernel `mul_f32`).
-    pub fn mul(
+    /// `out = a * b` element-wise (kernel `mul_{f32,bf16}`).
+    pub fn mul<T: DeviceFloat>(
         &self,
-        a: &CudaSlice<f32>,
-        b: &CudaSlice<f32>,
-        out: &mut CudaSlice<f32>,
+        a: &CudaSlice<T>,
+        b: &CudaSlice<T>,
+        out: &mut CudaSlice<T>,
     ) -> Result<()> {
-        self.ew_kernel("mul_f32", &[a, b], out)
+        self.ew_kernel("mul", &[a, b], out)
     }
 
-    /// `out = s * a` (kernel `scale_f32`).
-    pub fn scale(&self, a: &CudaSlice<f32>, s: f32, out: &mut CudaSlice<f32>) -> Result<()> {
+    /// `out = s * a` (kernel `scale_{f32,bf16}`).
+    pub fn scale<T: DeviceFloat>(
+        &self,
+        a: &CudaSlice<T>,
+        s: f32,
+        out: &mut CudaSlice<T>,
+    ) -> Result<()> {
         let n = out.len();
         check_len("scale input", a.len(), n)?;
         if n == 0 {
             return Ok(());
         }
         let nl = n as i64;
-        let f = self.func("scale_f32")?;
+        let f = self.func(&kname::<T>("scale"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(a).arg(&s).arg(out).arg(&nl);
-        // SAFETY: arguments match scale_f32.
+        // SAFETY: arguments match scale_*.
         unsafe { l.launch(cfg((ew_blocks(n), 1, 1), (256, 1, 1), 0)) }?;
         Ok(())
     }
 
     /// `out[r, c] = x[r, c] + bias[c]` for a row-major `[rows, cols]` x (kernel
-    /// `add_bias_f32`): a linear layer's bias.
-    pub fn add_bias(
+    /// `add_bias_{f32,bf16}`): a linear layer's bias.
+    pub fn add_bias<T: DeviceFloat>(
         &self,
-        x: &CudaSlice<f32>,
+        x: &CudaSlice<T>,
         bias: &CudaSlice<f32>,
         rows: usize,
         cols: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaSlice<T>,
     ) -> Result<()> {
         check_i32("cols", cols)?;
         check_len("add_bias x", x.len(), rows * cols)?;
@@ -1031,19 +1062,19 @@ impl Gpu {
             return Ok(());
         }
         let (nl, ci) = (n as i64, cols as i32);
-        let f = self.func("add_bias_f32")?;
+        let f = self.func(&kname::<T>("add_bias"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(x).arg(bias).arg(out).arg(&nl).arg(&ci);
-        // SAFETY: arguments match add_bias_f32; lengths checked above.
+        // SAFETY: arguments match add_bias_*; lengths checked above.
         unsafe { l.launch(cfg((ew_blocks(n), 1, 1), (256, 1, 1), 0)) }?;
         Ok(())
     }
 
     /// Column sums `out[c] = Σ_r x[r, c]` of a row-major `[rows, cols]` x (kernel
-    /// `sum_rows_f32`): a bias gradient. Deterministic (fixed order, no atomics).
-    pub fn sum_rows(
+    /// `sum_rows_{f32,bf16}`): a bias gradient. Deterministic (fixed order, no atomics).
+    pub fn sum_rows<T: DeviceFloat>(
         &self,
-        x: &CudaSlice<f32>,
+        x: &CudaSlice<T>,
         rows: usize,
         cols: usize,
         out: &mut CudaSlice<f32>,
@@ -1056,17 +1087,17 @@ impl Gpu {
             return Ok(());
         }
         let (ri, ci) = (rows as i32, cols as i32);
-        let f = self.func("sum_rows_f32")?;
+        let f = self.func(&kname::<T>("sum_rows"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(x).arg(out).arg(&ri).arg(&ci);
-        // SAFETY: arguments match sum_rows_f32; lengths checked above.
+        // SAFETY: arguments match sum_rows_*; lengths checked above.
         unsafe { l.launch(cfg((cols.div_ceil(32) as u32, 1, 1), (32, 8, 1), 0)) }?;
         Ok(())
     }
 
-    /// Sum of all elements, deterministic (kernels `sum_partial_f32`, `sum_final_f32`): the
+    /// Sum of all elements, deterministic (kernels `sum_partial_{f32,bf16}`, `sum_final_f32`): the
     /// reduction order depends on `x.len()` only. Waits for the result.
-    pub fn sum(&self, x: &CudaSlice<f32>) -> Result<f32> {
+    pub fn sum<T: DeviceFloat>(&self, x: &CudaSlice<T>) -> Result<f32> {
         let n = x.len();
         if n == 0 {
             return Ok(0.0);
@@ -1075,10 +1106,10 @@ impl Gpu {
         let mut partials = self.zeros::<f32>(g)?;
         let mut out = self.zeros::<f32>(1)?;
         let (nl, gi) = (n as i64, g as i32);
-        let f = self.func("sum_partial_f32")?;
+        let f = self.func(&kname::<T>("sum_partial"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(x).arg(&nl).arg(&mut partials);
-        // SAFETY: arguments match sum_partial_f32; partials has one slot per block.
+        // SAFETY: arguments match sum_partial_*; partials has one slot per block.
         unsafe { l.launch(cfg((g as u32, 1, 1), (256, 1, 1), 0)) }?;
         let f = self.func("sum_final_f32")?;
         let mut l = self.stream().launch_builder(f);
@@ -1115,16 +1146,16 @@ impl Gpu {
 
     // ------------------------------------------------------------------------------ embedding
 
-    /// Embedding lookup (kernel `embedding_fwd_f32`): `out[r] = table[idx[r]]`, table
+    /// Embedding lookup (kernel `embedding_fwd_{f32,bf16}`): `out[r] = table[idx[r]]`, table
     /// `[vocab, dim]`, out `[rows, dim]`. An id outside `0..vocab` gives a row of zeros
     /// (validate ids on the host; [`EmbeddingGroups::new`] does).
-    pub fn embedding_fwd(
+    pub fn embedding_fwd<T: DeviceFloat>(
         &self,
         idx: &CudaSlice<i32>,
-        table: &CudaSlice<f32>,
+        table: &CudaSlice<T>,
         vocab: usize,
         dim: usize,
-        out: &mut CudaSlice<f32>,
+        out: &mut CudaSlice<T>,
     ) -> Result<()> {
         let rows = idx.len();
         check_i32("rows", rows)?;
@@ -1136,19 +1167,19 @@ impl Gpu {
             return Ok(());
         }
         let (vi, di) = (vocab as i32, dim as i32);
-        let f = self.func("embedding_fwd_f32")?;
+        let f = self.func(&kname::<T>("embedding_fwd"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(idx).arg(table).arg(out).arg(&vi).arg(&di);
-        // SAFETY: arguments match embedding_fwd_f32; the kernel bounds-checks the ids.
+        // SAFETY: arguments match embedding_fwd_*; the kernel bounds-checks the ids.
         unsafe { l.launch(cfg((rows as u32, 1, 1), (256, 1, 1), 0)) }?;
         Ok(())
     }
 
-    /// Embedding backward (kernel `embedding_bwd_f32`): `dtable[v] (+)= Σ_{r: idx[r]=v} dout[r]`,
+    /// Embedding backward (kernel `embedding_bwd_{f32,bf16}`): `dtable[v] (+)= Σ_{r: idx[r]=v} dout[r]`,
     /// summed in ascending r, no atomics. `accumulate == false` zeroes dtable first.
-    pub fn embedding_bwd(
+    pub fn embedding_bwd<T: DeviceFloat>(
         &self,
-        dout: &CudaSlice<f32>,
+        dout: &CudaSlice<T>,
         groups: &EmbeddingGroups,
         vocab: usize,
         dim: usize,
@@ -1165,14 +1196,14 @@ impl Gpu {
             return Ok(());
         }
         let (di, acc) = (dim as i32, accumulate as i32);
-        let f = self.func("embedding_bwd_f32")?;
+        let f = self.func(&kname::<T>("embedding_bwd"))?;
         let mut l = self.stream().launch_builder(f);
         l.arg(dout)
             .arg(&groups.order)
             .arg(&groups.starts)
             .arg(&groups.uniq);
         l.arg(dtable).arg(&di).arg(&acc);
-        // SAFETY: arguments match embedding_bwd_f32; EmbeddingGroups::new checked every id
+        // SAFETY: arguments match embedding_bwd_*; EmbeddingGroups::new checked every id
         // against vocab (and dtable has vocab rows).
         unsafe { l.launch(cfg((groups.groups as u32, 1, 1), (256, 1, 1), 0)) }?;
         Ok(())

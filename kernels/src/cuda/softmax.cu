@@ -1,5 +1,5 @@
-// Softmax and log-softmax over the last axis of a row-major [rows, cols] f32 matrix, forward
-// and backward. Same math as kernels/src/cpu/softmax.rs:
+// Softmax and log-softmax over the last axis of a row-major [rows, cols] matrix, forward and
+// backward, for f32 (suffix _f32) or bf16 (suffix _bf16) storage with f32 arithmetic. Same math as kernels/src/cpu/softmax.rs:
 //
 //   softmax:     y_j = exp(x_j - m) / sum_k exp(x_k - m),  m = max_k x_k
 //                dx  = y o (dy - sum_k dy_k y_k)
@@ -14,54 +14,79 @@
 
 #define SM_THREADS 256
 
-extern "C" __global__ void __launch_bounds__(SM_THREADS)
-softmax_fwd_f32(const float* __restrict__ x, float* __restrict__ y, int cols) {
+template <typename T>
+__device__ __forceinline__ void softmax_fwd(const T* __restrict__ x, T* __restrict__ y, int cols) {
     __shared__ float sh[WARP];
-    const float* xr = x + (size_t)blockIdx.x * cols;
-    float* yr = y + (size_t)blockIdx.x * cols;
+    const T* xr = x + (size_t)blockIdx.x * cols;
+    T* yr = y + (size_t)blockIdx.x * cols;
     float m = -INFINITY;
-    for (int c = threadIdx.x; c < cols; c += SM_THREADS) m = fmaxf(m, xr[c]);
+    for (int c = threadIdx.x; c < cols; c += SM_THREADS) m = fmaxf(m, to_f32(xr[c]));
     m = block_max(m, sh);
     float s = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += SM_THREADS) s += expf(xr[c] - m);
+    for (int c = threadIdx.x; c < cols; c += SM_THREADS) s += expf(to_f32(xr[c]) - m);
     s = block_sum(s, sh);
-    for (int c = threadIdx.x; c < cols; c += SM_THREADS) yr[c] = expf(xr[c] - m) / s;
+    for (int c = threadIdx.x; c < cols; c += SM_THREADS)
+        yr[c] = from_f32<T>(expf(to_f32(xr[c]) - m) / s);
 }
 
-extern "C" __global__ void __launch_bounds__(SM_THREADS)
-softmax_bwd_f32(const float* __restrict__ y, const float* __restrict__ dy, float* __restrict__ dx,
-                int cols) {
+template <typename T>
+__device__ __forceinline__ void softmax_bwd(const T* __restrict__ y, const T* __restrict__ dy,
+                                            T* __restrict__ dx, int cols) {
     __shared__ float sh[WARP];
     const size_t off = (size_t)blockIdx.x * cols;
     float dot = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += SM_THREADS) dot = fmaf(y[off + c], dy[off + c], dot);
+    for (int c = threadIdx.x; c < cols; c += SM_THREADS)
+        dot = fmaf(to_f32(y[off + c]), to_f32(dy[off + c]), dot);
     dot = block_sum(dot, sh);
     for (int c = threadIdx.x; c < cols; c += SM_THREADS)
-        dx[off + c] = y[off + c] * (dy[off + c] - dot);
+        dx[off + c] = from_f32<T>(to_f32(y[off + c]) * (to_f32(dy[off + c]) - dot));
 }
 
-extern "C" __global__ void __launch_bounds__(SM_THREADS)
-log_softmax_fwd_f32(const float* __restrict__ x, float* __restrict__ y, int cols) {
+template <typename T>
+__device__ __forceinline__ void log_softmax_fwd(const T* __restrict__ x, T* __restrict__ y,
+                                                int cols) {
     __shared__ float sh[WARP];
-    const float* xr = x + (size_t)blockIdx.x * cols;
-    float* yr = y + (size_t)blockIdx.x * cols;
+    const T* xr = x + (size_t)blockIdx.x * cols;
+    T* yr = y + (size_t)blockIdx.x * cols;
     float m = -INFINITY;
-    for (int c = threadIdx.x; c < cols; c += SM_THREADS) m = fmaxf(m, xr[c]);
+    for (int c = threadIdx.x; c < cols; c += SM_THREADS) m = fmaxf(m, to_f32(xr[c]));
     m = block_max(m, sh);
     float s = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += SM_THREADS) s += expf(xr[c] - m);
+    for (int c = threadIdx.x; c < cols; c += SM_THREADS) s += expf(to_f32(xr[c]) - m);
     const float log_s = logf(block_sum(s, sh));
-    for (int c = threadIdx.x; c < cols; c += SM_THREADS) yr[c] = (xr[c] - m) - log_s;
+    for (int c = threadIdx.x; c < cols; c += SM_THREADS)
+        yr[c] = from_f32<T>((to_f32(xr[c]) - m) - log_s);
 }
 
-extern "C" __global__ void __launch_bounds__(SM_THREADS)
-log_softmax_bwd_f32(const float* __restrict__ y, const float* __restrict__ dy,
-                    float* __restrict__ dx, int cols) {
+template <typename T>
+__device__ __forceinline__ void log_softmax_bwd(const T* __restrict__ y, const T* __restrict__ dy,
+                                                T* __restrict__ dx, int cols) {
     __shared__ float sh[WARP];
     const size_t off = (size_t)blockIdx.x * cols;
     float s = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += SM_THREADS) s += dy[off + c];
+    for (int c = threadIdx.x; c < cols; c += SM_THREADS) s += to_f32(dy[off + c]);
     s = block_sum(s, sh);
     for (int c = threadIdx.x; c < cols; c += SM_THREADS)
-        dx[off + c] = dy[off + c] - expf(y[off + c]) * s;
+        dx[off + c] = from_f32<T>(to_f32(dy[off + c]) - expf(to_f32(y[off + c])) * s);
 }
+
+#define SOFTMAX_ENTRIES(SUF, T)                                                                \
+    extern "C" __global__ void __launch_bounds__(SM_THREADS)                                   \
+        softmax_fwd_##SUF(const T* x, T* y, int cols) {                                        \
+        softmax_fwd<T>(x, y, cols);                                                            \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(SM_THREADS)                                   \
+        softmax_bwd_##SUF(const T* y, const T* dy, T* dx, int cols) {                          \
+        softmax_bwd<T>(y, dy, dx, cols);                                                       \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(SM_THREADS)                                   \
+        log_softmax_fwd_##SUF(const T* x, T* y, int cols) {                                    \
+        log_softmax_fwd<T>(x, y, cols);                                                        \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(SM_THREADS)                                   \
+        log_softmax_bwd_##SUF(const T* y, const T* dy, T* dx, int cols) {                      \
+        log_softmax_bwd<T>(y, dy, dx, cols);                                                   \
+    }
+
+SOFTMAX_ENTRIES(f32, float)
+SOFTMAX_ENTRIES(bf16, bf16_t)

@@ -538,7 +538,32 @@ fn run() -> Res<()> {
         work: Work::Bytes(6.0 * ng as f64),
         note: String::new(),
     });
-    drop((xg, dyg, yg, bits));
+    // bf16 activations: the same GELU and layernorm on bf16 storage (half the bytes).
+    let mut ybits = gpu.zeros::<u16>(ng)?;
+    let ms = time(&gpu, || gpu.gelu_fwd(&bits, &mut ybits))?;
+    push(Row {
+        kernel: "gelu_fwd_bf16".into(),
+        shape: "16384x3072".into(),
+        ms,
+        work: Work::Bytes(4.0 * ng as f64),
+        note: String::new(),
+    });
+    let mut lnb = gpu.zeros::<u16>(nx)?;
+    let xb = bits.slice(0..nx);
+    let xb = gpu.stream().clone_dtod(&xb)?;
+    let ms = time(&gpu, || {
+        gpu.layernorm_fwd(
+            &xb, &gamma, &beta, rows_, cols, 1e-5, &mut lnb, &mut mean, &mut rstd,
+        )
+    })?;
+    push(Row {
+        kernel: "layernorm_fwd_bf16".into(),
+        shape: "16384x768".into(),
+        ms,
+        work: Work::Bytes(4.0 * nx as f64),
+        note: String::new(),
+    });
+    drop((xg, dyg, yg, bits, ybits, lnb, xb));
 
     // Embedding: GPT-2 token table, 16384 tokens.
     let vocab = 50257usize;
@@ -637,6 +662,18 @@ fn run() -> Res<()> {
         work: Work::Bytes(7.0 * f4 * np as f64),
         note: String::new(),
     });
+    let mut copy = gpu.zeros::<u16>(np)?;
+    let ms = time(&gpu, || {
+        gpu.adamw_with_bf16_copy(&mut p, &g, &mut m, &mut v, &mut copy, h)
+    })?;
+    push(Row {
+        kernel: "adamw_f32_bf16_copy".into(),
+        shape: "124M params".into(),
+        ms,
+        work: Work::Bytes((7.0 * f4 + 2.0) * np as f64),
+        note: "also writes the bf16 weight copy".into(),
+    });
+    drop(copy);
     let mut g2 = g.clone();
     let ms = time(&gpu, || gpu.clip_grad_norm(&mut [&mut g2], 1e9).map(|_| ()))?;
     push(Row {

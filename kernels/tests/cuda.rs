@@ -1006,6 +1006,31 @@ fn adamw_and_clipping_match_reference() {
         assert_eq!(gpu.download(&dv).unwrap(), v, "adamw v, step {step}");
     }
 
+    // The variant that also writes the bf16 weight copy: same update, copy = rounded params.
+    let g = rng.vec(n, -0.1, 0.1);
+    let h = adamw::AdamWStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        step: 4,
+    };
+    adamw::adamw_ref::<f32>(&mut p, &g, &mut m, &mut v, h);
+    let mut copy = gpu.zeros::<u16>(n).unwrap();
+    gpu.adamw_with_bf16_copy(
+        &mut dp,
+        &gpu.upload(&g).unwrap(),
+        &mut dm,
+        &mut dv,
+        &mut copy,
+        h,
+    )
+    .unwrap();
+    assert_eq!(gpu.download(&dp).unwrap(), p, "adamw (with copy) param");
+    let want: Vec<u16> = p.iter().map(|&x| cuda::f32_to_bf16_bits(x)).collect();
+    assert_eq!(gpu.download(&copy).unwrap(), want, "adamw bf16 copy");
+
     // Clipping over three tensors of awkward sizes.
     let sizes = [1usize, 1000, 70_001];
     let grads: Vec<Vec<f32>> = sizes.iter().map(|&s| rng.vec(s, -1.0, 1.0)).collect();

@@ -10,7 +10,8 @@
 //   v <- b2 * v + (1 - b2) * g * g
 //   p <- p - step_size * m / (sqrt(v) / bc2_sqrt + eps)
 //                                           step_size = lr / (1 - b1^t), bc2_sqrt = sqrt(1 - b2^t)
-// Launch: block = 256, grid = min(ceil(n/256), 4096), grid-stride loop.
+// Launch: block = 256, grid = min(ceil(n/256), 4096), grid-stride loop. adamw_f32_bf16_copy
+// also writes the new parameters rounded to bf16 (the weight copy the bf16 kernels read).
 //
 // Clipping, three kernels, deterministic (fixed reduction order, no atomics):
 //   1. sumsq_partial_f32 over each gradient tensor: a fixed number G of blocks; block b adds the
@@ -23,10 +24,12 @@
 
 #define OPT_THREADS 256
 
-extern "C" __global__ void __launch_bounds__(OPT_THREADS)
-adamw_f32(float* __restrict__ param, const float* __restrict__ grad, float* __restrict__ m,
-          float* __restrict__ v, long long n, float decay, float b1, float b2, float step_size,
-          float bc2_sqrt, float eps) {
+template <bool COPY>
+__device__ __forceinline__ void adamw(float* __restrict__ param, const float* __restrict__ grad,
+                                     float* __restrict__ m, float* __restrict__ v,
+                                     bf16_t* __restrict__ copy, long long n, float decay,
+                                     float b1, float b2, float step_size, float bc2_sqrt,
+                                     float eps) {
     const float one_m_b1 = __fsub_rn(1.0f, b1);
     const float one_m_b2 = __fsub_rn(1.0f, b2);
     GRID_STRIDE(i, n) {
@@ -39,7 +42,23 @@ adamw_f32(float* __restrict__ param, const float* __restrict__ grad, float* __re
         m[i] = mi;
         v[i] = vi;
         param[i] = p;
+        if (COPY) copy[i] = f32_to_bf16(p);  // the bf16 weight copy for the next forward
     }
+}
+
+extern "C" __global__ void __launch_bounds__(OPT_THREADS)
+adamw_f32(float* param, const float* grad, float* m, float* v, long long n, float decay,
+          float b1, float b2, float step_size, float bc2_sqrt, float eps) {
+    adamw<false>(param, grad, m, v, nullptr, n, decay, b1, b2, step_size, bc2_sqrt, eps);
+}
+
+// The same step, also writing the updated parameters rounded to bf16 into `copy` (mixed
+// precision: saves a separate f32_to_bf16 pass over the weights).
+extern "C" __global__ void __launch_bounds__(OPT_THREADS)
+adamw_f32_bf16_copy(float* param, const float* grad, float* m, float* v, bf16_t* copy,
+                    long long n, float decay, float b1, float b2, float step_size,
+                    float bc2_sqrt, float eps) {
+    adamw<true>(param, grad, m, v, copy, n, decay, b1, b2, step_size, bc2_sqrt, eps);
 }
 
 extern "C" __global__ void __launch_bounds__(OPT_THREADS)

@@ -147,6 +147,7 @@ pub const SOURCES: &[KernelSource] = &[
         src: concat!(include_str!("common.cuh"), include_str!("adamw.cu")),
         kernels: &[
             "adamw_f32",
+            "adamw_f32_bf16_copy",
             "sumsq_partial_f32",
             "grad_norm_final_f32",
             "clip_scale_f32",

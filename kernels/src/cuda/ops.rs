@@ -1222,10 +1222,39 @@ impl Gpu {
         v: &mut CudaSlice<f32>,
         h: AdamWStep,
     ) -> Result<()> {
+        self.adamw_impl(param, grad, m, v, None, h)
+    }
+
+    /// [`Gpu::adamw`] that also writes the updated parameters rounded to bf16 into `copy`
+    /// (kernel `adamw_f32_bf16_copy`): the weight copy the bf16 kernels read next step.
+    pub fn adamw_with_bf16_copy(
+        &self,
+        param: &mut CudaSlice<f32>,
+        grad: &CudaSlice<f32>,
+        m: &mut CudaSlice<f32>,
+        v: &mut CudaSlice<f32>,
+        copy: &mut CudaSlice<u16>,
+        h: AdamWStep,
+    ) -> Result<()> {
+        self.adamw_impl(param, grad, m, v, Some(copy), h)
+    }
+
+    fn adamw_impl(
+        &self,
+        param: &mut CudaSlice<f32>,
+        grad: &CudaSlice<f32>,
+        m: &mut CudaSlice<f32>,
+        v: &mut CudaSlice<f32>,
+        copy: Option<&mut CudaSlice<u16>>,
+        h: AdamWStep,
+    ) -> Result<()> {
         let n = param.len();
         check_len("grad", grad.len(), n)?;
         check_len("m", m.len(), n)?;
         check_len("v", v.len(), n)?;
+        if let Some(c) = &copy {
+            check_len("bf16 copy", c.len(), n)?;
+        }
         if n == 0 {
             return Ok(());
         }
@@ -1237,16 +1266,26 @@ impl Gpu {
         let bc2_sqrt = bc2.sqrt() as f32;
         let eps = h.eps as f32;
         let nl = n as i64;
-        let f = self.func("adamw_f32")?;
+        let name = if copy.is_some() {
+            "adamw_f32_bf16_copy"
+        } else {
+            "adamw_f32"
+        };
+        let f = self.func(name)?;
         let mut l = self.stream().launch_builder(f);
-        l.arg(param).arg(grad).arg(m).arg(v).arg(&nl);
+        l.arg(param).arg(grad).arg(m).arg(v);
+        if let Some(c) = copy {
+            l.arg(c);
+        }
+        l.arg(&nl);
         l.arg(&decay)
             .arg(&b1)
             .arg(&b2)
             .arg(&step_size)
             .arg(&bc2_sqrt)
             .arg(&eps);
-        // SAFETY: arguments match adamw_f32; all four buffers have n elements.
+        // SAFETY: arguments match adamw_f32 / adamw_f32_bf16_copy (which takes the copy after
+        // v); all buffers have n elements.
         unsafe { l.launch(cfg((ew_blocks(n), 1, 1), (256, 1, 1), 0)) }?;
         Ok(())
     }

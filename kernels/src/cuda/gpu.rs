@@ -79,6 +79,16 @@ impl Gpu {
                 funcs.insert(k, module.load_function(k)?);
             }
         }
+        // Kernels that use more than the default 48 KiB of dynamic shared memory per block
+        // must say so before their first launch.
+        for (name, bytes) in super::ops::LARGE_SMEM_KERNELS {
+            if let Some(f) = funcs.get(name) {
+                f.set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    *bytes as i32,
+                )?;
+            }
+        }
         let stream = ctx.default_stream();
         Ok(Gpu {
             ctx,

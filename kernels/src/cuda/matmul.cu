@@ -151,8 +151,10 @@ gemm_f32_tiled(int m, int k, int n, float alpha,
 //     of 16 x 8, i.e. 4*4*4 = 64 f32 accumulators per thread.
 //   * K LOOP: k is walked in slices of 32. The block copies the 128 x 32 slice of A and the
 //     32 x 128 slice of B into shared memory with cp.async (16-byte asynchronous copies that
-//     do not go through registers). Two buffers ("stages"): while the warps multiply slice s
-//     out of one buffer, the copies of slice s+1 fly into the other.
+//     do not go through registers). TC_STAGES = 3 buffers ("stages"): while the warps multiply
+//     slice s out of one buffer, the copies of slices s+1 and s+2 fly into the other two. That
+//     is 3 x 20 KiB = 60 KiB of dynamic shared memory, above the default 48 KiB per block: the
+//     host raises the kernel's limit (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) once.
 //   * WARP: per 16-wide k step of a slice, a warp loads its A fragments (4 x ldmatrix.x4) and
 //     B fragments (2 x ldmatrix.x4) from shared memory and issues 16 mma.sync.
 //   * THREAD: in a 16 x 8 f32 accumulator tile, lane l holds rows l/4 and l/4 + 8, columns
@@ -175,6 +177,7 @@ typedef unsigned short bf16_t;  // raw bf16 bits
 #define TC_WN 32           // warp tile columns
 #define TC_PAD 8           // bf16 of padding per shared row (16 bytes): see below
 #define TC_STAGE 5120      // bf16 per stage per operand: max(128 x (32+8), 32 x (128+8))
+#define TC_STAGES 3        // pipeline depth; dynamic shared memory = TC_STAGES * 2 * TC_STAGE * 2 B
 
 // Shared-memory rows are padded by 16 bytes: a row of 32 bf16 (64 B) becomes 80 B, a row of
 // 128 bf16 (256 B) becomes 272 B. ldmatrix reads 8 rows of 16 bytes at once; with these
@@ -268,8 +271,10 @@ __device__ __forceinline__ void gemm_bf16_tc(int m, int k, int n, float alpha,
                                              long long ldb, long long sb, float beta,
                                              void* __restrict__ c, long long ldc, long long sc,
                                              int c_bf16, int vec_ok) {
-    __shared__ __align__(16) bf16_t As[2][TC_STAGE];
-    __shared__ __align__(16) bf16_t Bs[2][TC_STAGE];
+    // Dynamic shared memory: TC_STAGES buffers of A, then TC_STAGES buffers of B.
+    extern __shared__ __align__(16) unsigned char tc_smem[];
+    bf16_t* const As = (bf16_t*)tc_smem;
+    bf16_t* const Bs = As + TC_STAGES * TC_STAGE;
     // Shared strides (bf16) of the two possible orientations of each tile.
     constexpr int S_K = TC_BK + TC_PAD;   // rows indexed by i (or j), k contiguous: 40
     constexpr int S_MN = TC_BM + TC_PAD;  // rows indexed by k, i (or j) contiguous: 136
@@ -289,17 +294,17 @@ __device__ __forceinline__ void gemm_bf16_tc(int m, int k, int n, float alpha,
     auto load_stage = [&](int st, int kt) {
         const int k0 = kt * TC_BK;
         if (A_T) {  // tile = rows p (32), columns i (128)
-            tc_load_tile<TC_BK, TC_BM>(As[st], a + (long long)k0 * lda + row0, lda, k - k0,
+            tc_load_tile<TC_BK, TC_BM>(As + st * TC_STAGE, a + (long long)k0 * lda + row0, lda, k - k0,
                                        m - row0, vec_ok, tid);
         } else {  // tile = rows i (128), columns p (32)
-            tc_load_tile<TC_BM, TC_BK>(As[st], a + (long long)row0 * lda + k0, lda, m - row0,
+            tc_load_tile<TC_BM, TC_BK>(As + st * TC_STAGE, a + (long long)row0 * lda + k0, lda, m - row0,
                                        k - k0, vec_ok, tid);
         }
         if (B_T) {  // tile = rows j (128), columns p (32)
-            tc_load_tile<TC_BN, TC_BK>(Bs[st], b + (long long)col0 * ldb + k0, ldb, n - col0,
+            tc_load_tile<TC_BN, TC_BK>(Bs + st * TC_STAGE, b + (long long)col0 * ldb + k0, ldb, n - col0,
                                        k - k0, vec_ok, tid);
         } else {  // tile = rows p (32), columns j (128)
-            tc_load_tile<TC_BK, TC_BN>(Bs[st], b + (long long)k0 * ldb + col0, ldb, k - k0,
+            tc_load_tile<TC_BK, TC_BN>(Bs + st * TC_STAGE, b + (long long)k0 * ldb + col0, ldb, k - k0,
                                        n - col0, vec_ok, tid);
         }
     };
@@ -317,19 +322,27 @@ __device__ __forceinline__ void gemm_bf16_tc(int m, int k, int n, float alpha,
     const int mat = lane / 8;
     const int mrow = lane % 8;
 
-    load_stage(0, 0);
-    cp_async_commit();
+    // Prologue: start the copies of slices 0 .. TC_STAGES-2, one commit group per slice, so
+    // that group g always holds slice g (empty groups past the last slice keep the count).
+#pragma unroll
+    for (int s = 0; s < TC_STAGES - 1; ++s) {
+        if (s < ktiles) load_stage(s, s);
+        cp_async_commit();
+    }
     for (int kt = 0; kt < ktiles; ++kt) {
-        const int st = kt & 1;
-        // Prefetch the next slice into the other stage. That stage was last read during
-        // iteration kt-1, which ended with __syncthreads(), so nobody still reads it.
-        if (kt + 1 < ktiles) load_stage(st ^ 1, kt + 1);
-        cp_async_commit();  // always commit (maybe an empty group) so the count below holds
-        cp_async_wait<1>(); // all groups but the newest are done: slice kt has landed (mine)
-        __syncthreads();    // ... and everyone else's copies of slice kt too
+        // Groups committed so far: TC_STAGES-1 + kt. Waiting until at most TC_STAGES-2 are in
+        // flight means groups 0..kt are done: slice kt has landed (this thread's copies) ...
+        cp_async_wait<TC_STAGES - 2>();
+        // ... and everyone's. This barrier also means every warp has finished computing slice
+        // kt-1, so its buffer can be refilled now.
+        __syncthreads();
+        const int pf = kt + TC_STAGES - 1;  // the slice to prefetch, into slice kt-1's buffer
+        if (pf < ktiles) load_stage(pf % TC_STAGES, pf);
+        cp_async_commit();  // always (maybe empty), so that group g holds slice g
 
-        const bf16_t* as = As[st];
-        const bf16_t* bs = Bs[st];
+        const int st = kt % TC_STAGES;
+        const bf16_t* as = As + st * TC_STAGE;
+        const bf16_t* bs = Bs + st * TC_STAGE;
 #pragma unroll
         for (int kk = 0; kk < TC_BK; kk += 16) {
             // A fragments of the warp's 4 m16 tiles. Matrix order wanted by mma: (rows 0-7,
@@ -375,9 +388,11 @@ __device__ __forceinline__ void gemm_bf16_tc(int m, int k, int n, float alpha,
                 for (int ni = 0; ni < 4; ++ni)
                     mma_bf16_16816(acc[mi][ni], af[mi], bfr[ni][0], bfr[ni][1]);
         }
-        __syncthreads();  // everyone is done reading stage st before it is refilled
+        // No barrier here: buffer st is refilled only after the __syncthreads at the top of
+        // iteration kt+1, which every warp reaches after finishing this slice.
     }
-    cp_async_wait<0>();  // nothing may be left in flight when the block exits
+    cp_async_wait<0>();  // nothing may be left in flight when the block exits (only empty
+                         // groups remain at this point, but say so explicitly)
 
     // Epilogue: lane l holds, per 16x8 tile, (row g, cols 2t, 2t+1) and (row g+8, same cols).
     const int g = lane / 4;

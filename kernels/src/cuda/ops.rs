@@ -185,6 +185,19 @@ fn sum_blocks(n: usize) -> usize {
     n.div_ceil(256).clamp(1, 1024)
 }
 
+/// Dynamic shared memory of the bf16 GEMM: TC_STAGES (3) x A and B buffers of 5120 bf16
+/// (matmul.cu).
+const GEMM_BF16_SMEM: usize = 3 * 2 * 5120 * 2;
+
+/// Kernels whose dynamic shared memory exceeds the default 48 KiB limit, with their size:
+/// [`Gpu::new`] raises each one's limit once.
+pub(crate) const LARGE_SMEM_KERNELS: &[(&str, usize)] = &[
+    ("gemm_bf16_tc_nn", GEMM_BF16_SMEM),
+    ("gemm_bf16_tc_nt", GEMM_BF16_SMEM),
+    ("gemm_bf16_tc_tn", GEMM_BF16_SMEM),
+    ("gemm_bf16_tc_tt", GEMM_BF16_SMEM),
+];
+
 const MAX_GRID_YZ: usize = 65_535;
 const MAX_SMEM: usize = 48 * 1024;
 
@@ -382,8 +395,9 @@ impl Gpu {
             .arg(&c_bf16)
             .arg(&vec_ok);
         let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32, batch as u32);
-        // SAFETY: arguments match GEMM_BF16_ENTRY in matmul.cu; extents checked above.
-        unsafe { l.launch(cfg(grid, (256, 1, 1), 0)) }?;
+        // SAFETY: arguments match GEMM_BF16_ENTRY in matmul.cu; extents checked above; the
+        // kernel's dynamic shared memory limit was raised in Gpu::new.
+        unsafe { l.launch(cfg(grid, (256, 1, 1), GEMM_BF16_SMEM as u32)) }?;
         Ok(())
     }
 

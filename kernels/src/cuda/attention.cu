@@ -368,6 +368,9 @@ attention_bwd_dkdv_f32(const float* __restrict__ q, const float* __restrict__ k,
 // query; their zero-filled K/V rows contribute p = 0). Query rows >= T are computed on zeros
 // and not written.
 
+// scripts/cuda-fragment-emulator.py re-runs the index arithmetic of the bf16 kernels below on
+// emulated ldmatrix / mma / cp.async (run by scripts/cuda-check-no-gpu.sh): change both together.
+
 #define FA_BR 64             // query rows per block
 #define FA_BC 64             // keys per tile
 #define FA_D 64              // head dimension

@@ -169,6 +169,9 @@ gemm_f32_tiled(int m, int k, int n, float alpha,
 
 typedef unsigned short bf16_t;  // raw bf16 bits
 
+// scripts/cuda-fragment-emulator.py re-runs this kernel's index arithmetic on emulated
+// ldmatrix / mma / cp.async (run by scripts/cuda-check-no-gpu.sh): change both together.
+
 #define TC_BM 128
 #define TC_BN 128
 #define TC_BK 32

@@ -11,7 +11,8 @@ awkward shapes. The result must equal a plain numpy reference.
 
 What it checks: fragment layouts, ldmatrix addressing (which lane gives which row), the tile
 loads with their edge handling, the pipeline's buffer indexing, the epilogue's output mapping,
-the online softmax and the masks. What it cannot check: that the transcription matches the .cu
+the online softmax and the masks. The f32 attention kernels (no tensor cores) are re-run the same
+way, with a warp's lanes as numpy vectors. What it cannot check: that the transcription matches the .cu
 file (read them side by side), timing, races (each "instruction" here completes at once), and
 the hardware itself. It is a second pair of eyes on the arithmetic, not a GPU.
 
@@ -471,10 +472,194 @@ def check_attention(rng):
         print(f"ok  attention_fwd_bf16_d64 + bwd (dq, dk/dv) T={T}")
 
 
+# ---------------------------------------------------------------------------------------------
+# attention.cu: the f32 kernels (any D <= 128). No tensor cores here: what is emulated is the
+# work split (blocks, warps, one key or query per lane, __shfl_sync broadcasts), the padded
+# shared tiles and the masks. A warp's 32 lanes are numpy arrays of length 32.
+# ---------------------------------------------------------------------------------------------
+
+ATT_WARPS, ATT_BC, ATT_FWD_ROWS, ATT_BWD_ROWS, ATT_DCOLS, ATT_THREADS = 4, 32, 4, 2, 4, 128
+LANES = np.arange(32)
+
+
+def att_load_rows(s, s_off, stride, g, r0, nrows, T, D):
+    for e in range(nrows * D):  # every thread's elements, in any order
+        r, c = e // D, e % D
+        s[s_off + r * stride + c] = g[(r0 + r) * D + c] if r0 + r < T else 0.0
+
+
+def lane_dot(s, a_off, a_stride, b_off, b_stride, D):
+    """Per lane: dot(s[a_off + lane*a_stride ..], s[b_off + lane*b_stride ..]) over D."""
+    return np.array([sum(s[a_off + l * a_stride + d] * s[b_off + l * b_stride + d] for d in range(D)) for l in range(32)])
+
+
+def attention_fwd_f32(q, k, v, T, D, scale):
+    out = np.full(T * D, np.nan)
+    lse = np.full(T, np.nan)
+    BR = ATT_WARPS * ATT_FWD_ROWS
+    nb = (T + BR - 1) // BR
+    for bx in range(nb):
+        smem = np.zeros(BR * D + 2 * ATT_BC * (D + 1))
+        Qs, Ks, Vs = 0, BR * D, BR * D + ATT_BC * (D + 1)
+        q0 = (nb - 1 - bx) * BR
+        att_load_rows(smem, Qs, D, q, q0, BR, T, D)
+        m = np.full((ATT_WARPS, ATT_FWD_ROWS), -np.inf)
+        l = np.zeros((ATT_WARPS, ATT_FWD_ROWS))
+        o = np.zeros((ATT_WARPS, ATT_FWD_ROWS, ATT_DCOLS, 32))
+        last_key = min(q0 + BR, T) - 1
+        for k0 in range(0, last_key + 1, ATT_BC):
+            att_load_rows(smem, Ks, D + 1, k, k0, ATT_BC, T, D)
+            att_load_rows(smem, Vs, D + 1, v, k0, ATT_BC, T, D)
+            for warp, r in itertools.product(range(ATT_WARPS), range(ATT_FWD_ROWS)):
+                li = warp * ATT_FWD_ROWS + r
+                i = q0 + li
+                if i >= T or k0 > i:
+                    continue
+                j = k0 + LANES
+                sc = scale * lane_dot(smem, Qs + li * D, 0, Ks, D + 1, D)
+                sc[j > i] = -np.inf
+                m_new = max(m[warp, r], sc.max())
+                corr = np.exp(m[warp, r] - m_new)
+                p = np.exp(sc - m_new)
+                l[warp, r] = l[warp, r] * corr + p.sum()
+                m[warp, r] = m_new
+                o[warp, r] *= corr
+                jn = min(ATT_BC, i - k0 + 1)
+                for jj in range(jn):
+                    for c in range(ATT_DCOLS):
+                        d = LANES + c * 32
+                        ok = d < D
+                        o[warp, r, c, ok] += p[jj] * smem[Vs + jj * (D + 1) + d[ok]]
+        for warp, r in itertools.product(range(ATT_WARPS), range(ATT_FWD_ROWS)):
+            i = q0 + warp * ATT_FWD_ROWS + r
+            if i >= T:
+                continue
+            for c in range(ATT_DCOLS):
+                d = LANES + c * 32
+                ok = d < D
+                out[i * D + d[ok]] = o[warp, r, c, ok] / l[warp, r]
+            lse[i] = m[warp, r] + np.log(l[warp, r])
+    return out, lse
+
+
+def attention_bwd_f32(q, k, v, dout, lse, dvec, T, D, scale):
+    dq, dk, dv = (np.full(T * D, np.nan) for _ in range(3))
+    BR = ATT_WARPS * ATT_BWD_ROWS
+    nb = (T + BR - 1) // BR
+    # attention_bwd_dq_f32
+    for bx in range(nb):
+        smem = np.zeros(2 * BR * D + 2 * ATT_BC * (D + 1))
+        Qs, dOs, Ks, Vs = 0, BR * D, 2 * BR * D, 2 * BR * D + ATT_BC * (D + 1)
+        q0 = (nb - 1 - bx) * BR
+        att_load_rows(smem, Qs, D, q, q0, BR, T, D)
+        att_load_rows(smem, dOs, D, dout, q0, BR, T, D)
+        acc = np.zeros((ATT_WARPS, ATT_BWD_ROWS, ATT_DCOLS, 32))
+        last_key = min(q0 + BR, T) - 1
+        for k0 in range(0, last_key + 1, ATT_BC):
+            att_load_rows(smem, Ks, D + 1, k, k0, ATT_BC, T, D)
+            att_load_rows(smem, Vs, D + 1, v, k0, ATT_BC, T, D)
+            for warp, r in itertools.product(range(ATT_WARPS), range(ATT_BWD_ROWS)):
+                li = warp * ATT_BWD_ROWS + r
+                i = q0 + li
+                if i >= T or k0 > i:
+                    continue
+                j = k0 + LANES
+                qk = lane_dot(smem, Qs + li * D, 0, Ks, D + 1, D)
+                dov = lane_dot(smem, dOs + li * D, 0, Vs, D + 1, D)
+                p = np.where(j <= i, np.exp(scale * qk - lse[i]), 0.0)
+                ds = p * (dov - dvec[i])
+                jn = min(ATT_BC, i - k0 + 1)
+                for jj in range(jn):
+                    for c in range(ATT_DCOLS):
+                        d = LANES + c * 32
+                        ok = d < D
+                        acc[warp, r, c, ok] += ds[jj] * smem[Ks + jj * (D + 1) + d[ok]]
+        for warp, r in itertools.product(range(ATT_WARPS), range(ATT_BWD_ROWS)):
+            i = q0 + warp * ATT_BWD_ROWS + r
+            if i < T:
+                for c in range(ATT_DCOLS):
+                    d = LANES + c * 32
+                    ok = d < D
+                    dq[i * D + d[ok]] = scale * acc[warp, r, c, ok]
+    # attention_bwd_dkdv_f32
+    for bx in range(nb):
+        smem = np.zeros(2 * BR * D + 2 * ATT_BC * (D + 1) + 2 * ATT_BC)
+        Kown, Vown, Qt = 0, BR * D, 2 * BR * D
+        dOt = Qt + ATT_BC * (D + 1)
+        lse_t = dOt + ATT_BC * (D + 1)
+        d_t = lse_t + ATT_BC
+        j0 = bx * BR
+        att_load_rows(smem, Kown, D, k, j0, BR, T, D)
+        att_load_rows(smem, Vown, D, v, j0, BR, T, D)
+        ak = np.zeros((ATT_WARPS, ATT_BWD_ROWS, ATT_DCOLS, 32))
+        av = np.zeros((ATT_WARPS, ATT_BWD_ROWS, ATT_DCOLS, 32))
+        for i0 in range((j0 // ATT_BC) * ATT_BC, T, ATT_BC):
+            att_load_rows(smem, Qt, D + 1, q, i0, ATT_BC, T, D)
+            att_load_rows(smem, dOt, D + 1, dout, i0, ATT_BC, T, D)
+            for t in range(ATT_BC):
+                smem[lse_t + t] = lse[i0 + t] if i0 + t < T else 0.0
+                smem[d_t + t] = dvec[i0 + t] if i0 + t < T else 0.0
+            for warp, r in itertools.product(range(ATT_WARPS), range(ATT_BWD_ROWS)):
+                lj = warp * ATT_BWD_ROWS + r
+                j = j0 + lj
+                if j >= T or i0 + ATT_BC - 1 < j:
+                    continue
+                i = i0 + LANES
+                qk = lane_dot(smem, Qt, D + 1, Kown + lj * D, 0, D)
+                dov = lane_dot(smem, dOt, D + 1, Vown + lj * D, 0, D)
+                p = np.where((i >= j) & (i < T), np.exp(scale * qk - smem[lse_t + LANES]), 0.0)
+                ds = p * (dov - smem[d_t + LANES])
+                for ii in range(max(0, j - i0), ATT_BC):
+                    for c in range(ATT_DCOLS):
+                        d = LANES + c * 32
+                        ok = d < D
+                        av[warp, r, c, ok] += p[ii] * smem[dOt + ii * (D + 1) + d[ok]]
+                        ak[warp, r, c, ok] += ds[ii] * smem[Qt + ii * (D + 1) + d[ok]]
+        for warp, r in itertools.product(range(ATT_WARPS), range(ATT_BWD_ROWS)):
+            j = j0 + warp * ATT_BWD_ROWS + r
+            if j < T:
+                for c in range(ATT_DCOLS):
+                    d = LANES + c * 32
+                    ok = d < D
+                    dk[j * D + d[ok]] = scale * ak[warp, r, c, ok]
+                    dv[j * D + d[ok]] = av[warp, r, c, ok]
+    return dq, dk, dv
+
+
+def attention_ref_d(q, k, v, dout, T, D):
+    Q, K, V, dO = (x.reshape(T, D) for x in (q, k, v, dout))
+    scale = 1.0 / np.sqrt(D)
+    S = scale * Q @ K.T
+    S[np.triu(np.ones((T, T), bool), 1)] = -np.inf
+    m = S.max(axis=1, keepdims=True)
+    P = np.exp(S - m)
+    lsum = P.sum(axis=1, keepdims=True)
+    P /= lsum
+    O = P @ V
+    D_ = (dO * O).sum(axis=1, keepdims=True)
+    dS = P * (dO @ V.T - D_)
+    return O.ravel(), (m + np.log(lsum))[:, 0], (scale * dS @ K).ravel(), (scale * dS.T @ Q).ravel(), (P.T @ dO).ravel(), D_[:, 0]
+
+
+def check_attention_f32(rng):
+    for T, D in [(1, 64), (37, 64), (40, 80), (33, 128), (17, 1)]:
+        q, k, v, dout = (rng.uniform(-1, 1, T * D) for _ in range(4))
+        O, lse, dQ, dK, dV, Dv = attention_ref_d(q, k, v, dout, T, D)
+        scale = 1.0 / np.sqrt(D)
+        out, lse_g = attention_fwd_f32(q, k, v, T, D, scale)
+        assert np.allclose(out, O, rtol=1e-9, atol=1e-12), f"attention_fwd_f32 T={T} D={D}"
+        assert np.allclose(lse_g, lse, rtol=1e-9, atol=1e-12), f"attention_fwd_f32 lse T={T} D={D}"
+        dq, dk, dv = attention_bwd_f32(q, k, v, dout, lse, Dv, T, D, scale)
+        for name, got, want in [("dq", dq, dQ), ("dk", dk, dK), ("dv", dv, dV)]:
+            assert np.allclose(got, want, rtol=1e-9, atol=1e-12), f"attention_bwd_f32 {name} T={T} D={D}"
+        print(f"ok  attention_fwd_f32 + attention_bwd_dq/dkdv_f32 T={T} D={D}")
+
+
 def main():
     rng = np.random.default_rng(5)
     check_gemm(rng)
     check_attention(rng)
+    check_attention_f32(rng)
     print("all emulated kernels match the reference")
 
 

@@ -30,6 +30,9 @@
 // dQ and dK/dV are separate kernels so that every output element is written by exactly one
 // thread, in a fixed order: no atomics, bitwise reproducible results.
 //
+// scripts/cuda-fragment-emulator.py re-runs these kernels' work split and indexing with a warp's
+// lanes as vectors (run by scripts/cuda-check-no-gpu.sh): change both together.
+//
 // Shared rows of the 32-row tiles are padded to D+1 floats: lane j reads row j at column d,
 // address j*(D+1) + d, so for even D the 32 lanes hit 32 different banks.
 

@@ -1,7 +1,7 @@
 //! The device: a CUDA context and stream, the kernels compiled and loaded once, and copies
 //! between host and device memory.
 
-use super::{compile_ptx, cuda_available, nvrtc_available, CudaError, SOURCES};
+use super::{compile_cubin, compile_ptx, cuda_available, nvrtc_available, CudaError, SOURCES};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
@@ -74,7 +74,15 @@ impl Gpu {
         let arch = arch_name(major, minor);
         let mut funcs = HashMap::new();
         for source in SOURCES {
-            let module = ctx.load_module(compile_ptx(source, arch)?)?;
+            // Machine code for this GPU (no driver JIT, so an older driver is fine); PTX if
+            // NVRTC cannot give a CUBIN. A source that does not compile fails either way.
+            let module = match compile_cubin(source, arch) {
+                Ok(cubin) => ctx.load_module(cubin)?,
+                Err(CudaError::Compile { .. }) | Err(CudaError::NvrtcMissing) => {
+                    ctx.load_module(compile_ptx(source, arch)?)?
+                }
+                Err(e) => return Err(e),
+            };
             for &k in source.kernels {
                 funcs.insert(k, module.load_function(k)?);
             }

@@ -262,6 +262,69 @@ pub fn compile_ptx(source: &KernelSource, arch: &'static str) -> Result<Ptx, Cud
     })
 }
 
+/// Compiles one kernel source straight to a CUBIN (machine code) for the real architecture
+/// `arch` (e.g. `"sm_90"`), returned as a [`Ptx`] holding the binary, which
+/// `CudaContext::load_module` loads as it is.
+///
+/// Why not PTX for running: the driver JIT-compiles PTX only up to the PTX version of its own
+/// CUDA release, so PTX from a newer NVRTC (12.9's is ISA 8.8) fails to load on an older driver
+/// (e.g. CUDA 12.4's), whereas a CUBIN needs no JIT. [`Gpu::new`] uses this and falls back to
+/// [`compile_ptx`] if the CUBIN cannot be had.
+pub fn compile_cubin(source: &KernelSource, arch: &'static str) -> Result<Ptx, CudaError> {
+    cubin_bytes(source, arch).map(Ptx::from_binary)
+}
+
+/// The CUBIN of [`compile_cubin`] as bytes (an ELF image).
+pub fn cubin_bytes(source: &KernelSource, arch: &'static str) -> Result<Vec<u8>, CudaError> {
+    use cudarc::nvrtc::{result, sys};
+    if !nvrtc_available() {
+        return Err(CudaError::NvrtcMissing);
+    }
+    let fail = |err| CudaError::Compile {
+        name: source.name,
+        arch,
+        err,
+    };
+    let src = std::ffi::CString::new(source.src).expect("kernel sources contain no NUL");
+    let name = std::ffi::CString::new(format!("{}.cu", source.name)).expect("no NUL");
+    let prog = result::create_program(&src, Some(&name))
+        .map_err(|e| fail(CompileError::CreationError(e)))?;
+    let options = vec![format!("--gpu-architecture={arch}")];
+    // SAFETY: `prog` was created above and is destroyed once, at the end; the buffers passed to
+    // NVRTC are sized by NVRTC's own size queries.
+    let out = unsafe {
+        match result::compile_program(prog, &options) {
+            Err(nvrtc) => {
+                let log = result::get_program_log(prog).unwrap_or_default();
+                let log = std::ffi::CStr::from_ptr(log.as_ptr()).to_owned();
+                Err(fail(CompileError::CompileError {
+                    nvrtc,
+                    options,
+                    log,
+                }))
+            }
+            Ok(()) => {
+                let mut size = 0usize;
+                match sys::nvrtcGetCUBINSize(prog, &mut size).result() {
+                    Err(e) => Err(fail(CompileError::GetPtxError(e))),
+                    Ok(()) => {
+                        let mut cubin = vec![0u8; size];
+                        match sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr() as *mut std::ffi::c_char)
+                            .result()
+                        {
+                            Err(e) => Err(fail(CompileError::GetPtxError(e))),
+                            Ok(()) => Ok(cubin),
+                        }
+                    }
+                }
+            }
+        }
+    };
+    // SAFETY: created above, not destroyed before.
+    let _ = unsafe { result::destroy_program(prog) };
+    out
+}
+
 /// Compiles every source in [`SOURCES`] for every arch in [`ARCHES`]. Returns
 /// `(source name, arch, ptx)` in that order, or the first failure.
 pub fn compile_all() -> Result<Vec<(&'static str, &'static str, Ptx)>, CudaError> {

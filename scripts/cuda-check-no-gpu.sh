@@ -7,7 +7,10 @@
 #      target arch (example `cuda_ptx`, NVRTC through cudarc);
 #   3. assembles each PTX with `ptxas -arch=<arch> -v` and FAILS if one does not assemble, or
 #      if any kernel spills registers or has a local-memory stack frame;
-#   4. prints registers / shared memory / stack / spills per kernel and arch.
+#   4. prints registers / shared memory / stack / spills per kernel and arch;
+#   5. runs scripts/cuda-fragment-emulator.py (numpy, installed into the same venv): the
+#      tensor-core kernels' index arithmetic re-run on emulated ldmatrix / mma / cp.async,
+#      compared with a numpy reference.
 #
 # Environment: CUDA_CHECK_VENV (default target/cuda-check-venv), PYTHON (default python3).
 # No numerical check happens here: that needs a GPU.
@@ -72,6 +75,16 @@ for ptx in "${ptx_files[@]}"; do
     fail=1
   fi
 done
+
+echo "== tensor-core index arithmetic on emulated ldmatrix / mma.sync / cp.async (no GPU)"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check numpy
+if ! "$VENV/bin/python" scripts/cuda-fragment-emulator.py > "$OUT/emulator.log" 2>&1; then
+  echo "FAIL: scripts/cuda-fragment-emulator.py:"
+  cat "$OUT/emulator.log"
+  fail=1
+else
+  tail -1 "$OUT/emulator.log"
+fi
 
 if [ "$fail" -ne 0 ]; then
   echo "== CUDA check FAILED"

@@ -1,5 +1,6 @@
 //! Writes the PTX of every CUDA kernel source, for every target arch, to a folder:
-//! `<dir>/<name>.<arch>.ptx`. Used by `scripts/cuda-check-no-gpu.sh`, which then assembles each
+//! `<dir>/<name>.<arch>.ptx`, and checks that NVRTC also gives a CUBIN for each (what
+//! `Gpu::new` loads). Used by `scripts/cuda-check-no-gpu.sh`, which then assembles each
 //! file with `ptxas`. Needs NVRTC on `LD_LIBRARY_PATH`, no GPU.
 //!
 //! `cargo run -p kernels --features cuda --example cuda_ptx -- <dir>`
@@ -37,5 +38,19 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(&path, &src)?;
         println!("wrote {path} ({} bytes)", src.len());
     }
+    // The path Gpu::new takes: NVRTC straight to machine code (an ELF CUBIN) for each arch.
+    for source in cuda::SOURCES {
+        for &arch in cuda::ARCHES {
+            let bytes = cuda::cubin_bytes(source, arch)?;
+            if !bytes.starts_with(b"\x7fELF") {
+                return Err(format!(
+                    "{}.cu ({arch}): NVRTC's CUBIN is not an ELF image",
+                    source.name
+                )
+                .into());
+            }
+        }
+    }
+    println!("NVRTC CUBINs: every source, every arch");
     Ok(())
 }

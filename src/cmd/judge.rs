@@ -23,6 +23,9 @@ pub struct Args {
     pub temperature: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Answers to each prompt (more answers, a tighter estimate).
+    #[arg(long, default_value_t = 1)]
+    pub samples: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -32,6 +35,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.prompts > 0 {
         records.truncate(args.prompts);
     }
+    let records: Vec<_> = (0..args.samples.max(1))
+        .flat_map(|_| records.iter().cloned())
+        .collect();
     let (e, answers) = evaluate_policy(&model, &tok, &records, args.temperature, 64, args.seed)
         .map_err(|e| anyhow!("{e}"))?;
     for (r, a) in records.iter().zip(&answers).take(5) {

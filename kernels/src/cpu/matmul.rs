@@ -210,7 +210,15 @@ fn pack_a<const MR: usize>(
         if rows < MR {
             panel.fill(0.0);
         }
-        if csa == 1 {
+        if csa == 1 && rows == MR && MR.is_multiple_of(4) && avx_available() {
+            // Row-major A, full panel: 4×8 transposes in registers.
+            // SAFETY: AVX is present (checked); the panel holds kc·MR floats and each row
+            // `row0 + i` (i < MR) has kc floats from column p0 (the caller's bounds).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx::pack_a_rows::<MR>(panel, &a[row0 * rsa + p0..], rsa, kc)
+            };
+        } else if csa == 1 {
             // Row-major A: read each row contiguously.
             for i in 0..rows {
                 let src = &a[(row0 + i) * rsa + p0..][..kc];
@@ -222,9 +230,77 @@ fn pack_a<const MR: usize>(
             // Column-major (transposed) A or general strides: read down each column.
             for (p, out) in panel.chunks_exact_mut(MR).enumerate() {
                 let base = row0 * rsa + (p0 + p) * csa;
-                for (i, o) in out[..rows].iter_mut().enumerate() {
-                    *o = a[base + i * rsa];
+                if rsa == 1 && rows == MR {
+                    // Column-major A (a transposed operand): each step is a contiguous copy
+                    // of a length known at compile time (no memmove call).
+                    let src: &[f32; MR] = a[base..base + MR].try_into().expect("MR floats");
+                    out.copy_from_slice(src);
+                } else {
+                    for (i, o) in out[..rows].iter_mut().enumerate() {
+                        *o = a[base + i * rsa];
+                    }
                 }
+            }
+        }
+    }
+}
+
+/// Whether the AVX packing path may run (x86-64 with AVX2; never on other targets).
+fn avx_available() -> bool {
+    cfg!(target_arch = "x86_64") && simd_level() == SimdLevel::Avx2Fma
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    /// Packs MR rows (MR a multiple of 4) of a row-major A into one `kc×MR` panel: `a` starts
+    /// at the panel's first element, rows `rsa` apart; `panel[p·MR + i] = a[i·rsa + p]`.
+    /// Blocks of 4 rows × 8 columns are transposed in registers (two 4×4 transposes, one per
+    /// 128-bit lane), so each step writes 4 contiguous floats instead of one.
+    ///
+    /// # Safety
+    /// The CPU has AVX; `panel` holds `kc·MR` floats; `a[i·rsa + p]` is in bounds for
+    /// i < MR, p < kc.
+    #[target_feature(enable = "avx")]
+    pub unsafe fn pack_a_rows<const MR: usize>(
+        panel: &mut [f32],
+        a: &[f32],
+        rsa: usize,
+        kc: usize,
+    ) {
+        assert!(panel.len() >= kc * MR && a.len() >= (MR - 1) * rsa + kc);
+        let (src, dst) = (a.as_ptr(), panel.as_mut_ptr());
+        let mut p = 0;
+        // SAFETY: p + 8 <= kc and i + 3 < MR, so every load is inside row i..i+3 of the
+        // asserted source and every store inside steps p..p+8 of the panel.
+        unsafe {
+            while p + 8 <= kc {
+                for i in (0..MR).step_by(4) {
+                    let r = |k: usize| _mm256_loadu_ps(src.add((i + k) * rsa + p));
+                    let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+                    let t0 = _mm256_unpacklo_ps(r0, r1); // a0[0] a1[0] a0[1] a1[1] | cols 4,5
+                    let t1 = _mm256_unpackhi_ps(r0, r1); // a0[2] a1[2] a0[3] a1[3] | cols 6,7
+                    let t2 = _mm256_unpacklo_ps(r2, r3);
+                    let t3 = _mm256_unpackhi_ps(r2, r3);
+                    // Column j (low lane) and column j + 4 (high lane) of the 4 rows.
+                    let cols = [
+                        _mm256_shuffle_ps::<0x44>(t0, t2),
+                        _mm256_shuffle_ps::<0xEE>(t0, t2),
+                        _mm256_shuffle_ps::<0x44>(t1, t3),
+                        _mm256_shuffle_ps::<0xEE>(t1, t3),
+                    ];
+                    for (j, c) in cols.into_iter().enumerate() {
+                        _mm_storeu_ps(dst.add((p + j) * MR + i), _mm256_castps256_ps128(c));
+                        _mm_storeu_ps(dst.add((p + j + 4) * MR + i), _mm256_extractf128_ps::<1>(c));
+                    }
+                }
+                p += 8;
+            }
+        }
+        for p in p..kc {
+            for i in 0..MR {
+                panel[p * MR + i] = a[i * rsa + p];
             }
         }
     }

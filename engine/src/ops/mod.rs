@@ -12,11 +12,12 @@ mod gelu;
 mod index;
 mod layernorm;
 mod layout;
+mod linear;
 mod matmul;
 mod reduce;
 mod softmax;
 
-pub use attention::causal_attention;
+pub use attention::{causal_attention, causal_self_attention};
 pub use crossentropy::{cross_entropy, IGNORE_INDEX};
 pub use dropout::dropout;
 pub use elementwise::{
@@ -27,6 +28,7 @@ pub use gelu::gelu;
 pub use index::{embedding, gather, index_select};
 pub use layernorm::layer_norm;
 pub use layout::{broadcast_to, concat, permute, reshape, slice, sum_to_shape, transpose};
+pub use linear::linear;
 pub use matmul::{matmul, matmul_ex};
 pub use reduce::{max, mean, mean_all, sum, sum_all};
 pub use softmax::{log_softmax, softmax};

@@ -336,7 +336,12 @@ fn pack_b_panel<const NR: usize>(
     } else {
         for (p, out) in dst.chunks_exact_mut(NR).take(kc).enumerate() {
             let base = (p0 + p) * rsb + j0 * csb;
-            if csb == 1 {
+            if csb == 1 && cols == NR {
+                // A full row of the panel: a copy of a length known at compile time (no
+                // memmove call per row).
+                let src: &[f32; NR] = b[base..base + NR].try_into().expect("NR floats");
+                out.copy_from_slice(src);
+            } else if csb == 1 {
                 out[..cols].copy_from_slice(&b[base..base + cols]);
             } else {
                 for (j, o) in out[..cols].iter_mut().enumerate() {

@@ -8,7 +8,7 @@ Install: pip install torch transformers
 Usage:   python3 train_step.py CONFIG [STEPS]   (CONFIG: demo | small | gpt2; STEPS default 5)
 Output:  one line "CONFIG: params=N step_ms=X tokens_per_s=Y" (2 threads, float32, eager).
 """
-import statistics, sys, time
+import os, statistics, sys, time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -20,7 +20,7 @@ CONFIGS = {
 }
 
 def main(name, steps):
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
     torch.manual_seed(0)
     v, l, h, e, t, b = CONFIGS[name]
     cfg = GPT2Config(vocab_size=v, n_layer=l, n_head=h, n_embd=e, n_positions=t,

@@ -798,6 +798,11 @@ fn sgemm_with(
             isa, threads, n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc,
         );
     }
+    if m <= GEMV_MAX_M && csc == 1 && (csb == 1 || rsb == 1) {
+        return gemv(
+            threads, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc,
+        );
+    }
     let nthreads = if threads && flops(m, k, n) >= PAR_MIN_FLOPS && strides_disjoint(m, n, rsc, csc)
     {
         rayon::current_num_threads()
@@ -842,6 +847,111 @@ fn sgemm_with(
             ),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV path: a few rows of A (token-by-token decoding, a batch of one). Packing B and running
+// MR-row tiles would read all of B to fill mostly-zero tiles; instead B is streamed once,
+// straight from its own layout, each element of C summed over k in order by one task.
+// ---------------------------------------------------------------------------------------------
+
+/// Rows of A at or below which [`sgemm`] takes the GEMV path.
+const GEMV_MAX_M: usize = 4;
+/// Columns of C per GEMV task when B's rows are contiguous (an m×256 accumulator in L1).
+const GEMV_COLS: usize = 256;
+/// Columns of C per GEMV task when B's columns are contiguous (one dot product each).
+const GEMV_DOTS: usize = 64;
+/// Below this many elements of B a GEMV runs on the calling thread.
+const GEMV_PAR_MIN: usize = 1 << 16;
+
+/// C = alpha·A·B + beta·C for m ≤ [`GEMV_MAX_M`] rows, unit column stride in C, and B with
+/// either contiguous rows (`csb == 1`: C rows accumulate alpha-free sums of B rows, an axpy per
+/// step of k) or contiguous columns (`rsb == 1`: a dot product per element of C). Columns of C
+/// are split into tasks; every element is summed over k in the same order whatever the thread
+/// count. Slice lengths were checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn gemv(
+    threads: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    beta: f32,
+    c: &mut [f32],
+    rsc: usize,
+) {
+    // A's rows gathered contiguous (at most 4·k floats).
+    let arows: Vec<f32> = (0..m)
+        .flat_map(|i| (0..k).map(move |p| a[i * rsa + p * csa]))
+        .collect();
+    let cp = CPtr(c.as_mut_ptr());
+    let rows_along_n = csb == 1;
+    let width = if rows_along_n { GEMV_COLS } else { GEMV_DOTS };
+    let task = |t: usize| {
+        let (j0, j1) = (t * width, n.min((t + 1) * width));
+        let mut acc = [[0.0f32; GEMV_COLS]; GEMV_MAX_M];
+        if rows_along_n {
+            for p in 0..k {
+                let brow = &b[p * rsb + j0..p * rsb + j1];
+                for (i, acc_i) in acc.iter_mut().enumerate().take(m) {
+                    let s = arows[i * k + p];
+                    for (x, &y) in acc_i.iter_mut().zip(brow) {
+                        *x += s * y;
+                    }
+                }
+            }
+        } else {
+            for (i, acc_i) in acc.iter_mut().enumerate().take(m) {
+                let ai = &arows[i * k..(i + 1) * k];
+                for (x, j) in acc_i.iter_mut().zip(j0..j1) {
+                    *x = dot(ai, &b[j * csb..j * csb + k]);
+                }
+            }
+        }
+        for (i, acc_i) in acc.iter().enumerate().take(m) {
+            for (jj, &v) in acc_i[..j1 - j0].iter().enumerate() {
+                // SAFETY: (i, j0 + jj) is inside the m×n C (unit column stride) the caller
+                // checked; tasks own disjoint column ranges, so no two write one element.
+                unsafe {
+                    let dst = cp.get().add(i * rsc + j0 + jj);
+                    *dst = if beta == 0.0 {
+                        alpha * v
+                    } else {
+                        alpha * v + beta * *dst
+                    };
+                }
+            }
+        }
+    };
+    let tasks = n.div_ceil(width);
+    if threads && tasks > 1 && k * n >= GEMV_PAR_MIN && strides_disjoint(m, n, rsc, 1) {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+/// Σ x·y with 8 independent partial sums (a fixed order the compiler may vectorise).
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for l in 0..8 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (&a, &b) in xr.iter().zip(yr) {
+        s += a * b;
+    }
+    s
 }
 
 /// One GEMM problem, validated by [`sgemm_with`]: C = alpha·A·B + beta·C with C reached
@@ -1311,6 +1421,50 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn gemv_path_matches_reference() {
+        // m ≤ GEMV_MAX_M with B row-major (axpy form) and transposed (dot form), A either
+        // way; n spans several GEMV tasks and k·n is large enough to thread.
+        for m in 1..=GEMV_MAX_M {
+            for (k, n) in [(1, 1), (7, 300), (129, 517), (300, 1030)] {
+                for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let case = Case::dense(m, k, n, ta, tb);
+                    check(
+                        &case,
+                        Isa::detected(),
+                        true,
+                        Some(f32::NAN),
+                        (m * k + n) as u64,
+                    );
+                    let mut acc = case;
+                    acc.alpha = 0.5;
+                    acc.beta = -1.5;
+                    check(&acc, Isa::detected(), true, None, (m + k * n) as u64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_path_is_thread_count_independent() {
+        let (m, k, n) = (3, 500, 2000);
+        let a = random_vec(m * k, 1);
+        let b = random_vec(k * n, 2);
+        let run = |threads: usize, tb: bool| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut c = vec![0.0f32; m * n];
+            let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+            pool.install(|| sgemm(m, k, n, 1.0, &a, k, 1, &b, rsb, csb, 0.0, &mut c, n, 1));
+            c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        for tb in [false, true] {
+            assert_eq!(run(1, tb), run(2, tb));
         }
     }
 

@@ -3,6 +3,7 @@
 use crate::error::{invalid, shape_err};
 use crate::{Gradients, Result, Storage, Tensor};
 use kernels::cpu::adamw::{adamw, adamw_ref, AdamWStep};
+use rayon::prelude::*;
 
 /// AdamW hyper-parameters. Defaults are PyTorch's, except weight decay, which is GPT-2's 0.1.
 #[derive(Clone, Copy, Debug)]
@@ -123,13 +124,21 @@ impl AdamW {
 /// `torch.nn.utils.clip_grad_norm_` does (factor max_norm / (norm + 1e-6) when norm exceeds
 /// it). Returns the norm before clipping (accumulated in f64, in parameter order).
 pub fn clip_grad_norm(grads: &mut Gradients, params: &[&Tensor], max_norm: f64) -> Result<f64> {
+    // Each gradient's sum of squares on its own (in parallel across gradients, each summed in
+    // element order), then added up in parameter order: the same bits as one sequential pass
+    // over the parameters, whatever the thread count.
+    let sums: Vec<f64> = params
+        .par_iter()
+        .map(|p| match grads.get(p).map(|g| g.storage()) {
+            Some(Storage::F32(v)) => v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>(),
+            Some(Storage::F64(v)) => v.iter().map(|&x| x * x).sum::<f64>(),
+            None => 0.0,
+        })
+        .collect();
     let mut sq = 0.0f64;
-    for p in params {
-        if let Some(g) = grads.get(p) {
-            sq += match g.storage() {
-                Storage::F32(v) => v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>(),
-                Storage::F64(v) => v.iter().map(|&x| x * x).sum::<f64>(),
-            };
+    for (p, s) in params.iter().zip(sums) {
+        if grads.get(p).is_some() {
+            sq += s;
         }
     }
     let norm = sq.sqrt();
@@ -137,7 +146,15 @@ pub fn clip_grad_norm(grads: &mut Gradients, params: &[&Tensor], max_norm: f64) 
     if factor < 1.0 {
         for p in params {
             if let Some(g) = grads.remove(p) {
-                grads.insert(p, crate::no_grad(|| crate::ops::mul_scalar(&g, factor))?);
+                // g·factor, element by element (as `mul_scalar`), on all threads.
+                let scaled = match g.storage() {
+                    Storage::F32(v) => {
+                        let c = factor as f32;
+                        Storage::F32(v.par_iter().map(|&a| a * c).collect())
+                    }
+                    Storage::F64(v) => Storage::F64(v.par_iter().map(|&a| a * factor).collect()),
+                };
+                grads.insert(p, Tensor::leaf(scaled, g.shape().to_vec()));
             }
         }
     }

@@ -51,10 +51,15 @@ fn main() {
         batch: b,
         seq: t,
     };
-    trainer
-        .step(&mut model, std::slice::from_ref(&batch), &mut rng)
-        .unwrap(); // warm-up
+    // Two warm-up steps, as the PyTorch side: the first ones fault in the memory the steps
+    // reuse afterwards (hundreds of page faults per step at gpt2 size until it settles).
+    for _ in 0..2 {
+        trainer
+            .step(&mut model, std::slice::from_ref(&batch), &mut rng)
+            .unwrap();
+    }
     let mut times = vec![];
+    let cpu0 = process_cpu_time();
     for _ in 0..steps {
         let start = Instant::now();
         trainer
@@ -62,6 +67,7 @@ fn main() {
             .unwrap();
         times.push(start.elapsed().as_secs_f64());
     }
+    let cpu_ms = (process_cpu_time() - cpu0) / steps as f64 * 1e3;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
@@ -70,4 +76,26 @@ fn main() {
         median * 1e3,
         (b * t) as f64 / median
     );
+    // On-CPU time per timed step, all threads (on stderr: the line above is parsed by
+    // benches/against_pytorch.sh). Other processes on a shared machine do not add to it.
+    eprintln!("{preset}: cpu_ms_per_step={cpu_ms:.1}");
+}
+
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+}
+
+/// On-CPU time of the whole process (all threads), in seconds: Linux CLOCK_PROCESS_CPUTIME_ID.
+fn process_cpu_time() -> f64 {
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields on 64-bit Linux).
+    let rc = unsafe { clock_gettime(2, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.sec as f64 + ts.nsec as f64 * 1e-9
 }

@@ -254,7 +254,8 @@ fn avx_available() -> bool {
 mod avx {
     use std::arch::x86_64::*;
 
-    /// Packs MR rows (MR a multiple of 4) of a row-major A into one `kc×MR` panel: `a` starts
+    /// Packs MR rows (MR a multiple of 4) of a row-major A into one `kc×MR` panel (also a
+    /// column-major B into a `kc×NR` panel, its columns as the rows): `a` starts
     /// at the panel's first element, rows `rsa` apart; `panel[p·MR + i] = a[i·rsa + p]`.
     /// Blocks of 4 rows × 8 columns are transposed in registers (two 4×4 transposes, one per
     /// 128-bit lane), so each step writes 4 contiguous floats instead of one.
@@ -325,7 +326,16 @@ fn pack_b_panel<const NR: usize>(
     if cols < NR {
         dst.fill(0.0);
     }
-    if rsb == 1 && csb != 1 {
+    if rsb == 1 && csb != 1 && cols == NR && NR.is_multiple_of(4) && avx_available() {
+        // Column-major (transposed) B, full panel: the same register transposes as a
+        // row-major A panel (B's columns play A's rows).
+        // SAFETY: AVX is present (checked); `dst` holds kc·NR floats and column `j0 + j`
+        // (j < NR) has kc floats from row p0 (the caller's bounds).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx::pack_a_rows::<NR>(dst, &b[j0 * csb + p0..], csb, kc)
+        };
+    } else if rsb == 1 && csb != 1 {
         // Column-major (transposed) B: read each column contiguously.
         for j in 0..cols {
             let src = &b[(j0 + j) * csb + p0..][..kc];

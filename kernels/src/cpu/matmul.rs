@@ -170,10 +170,12 @@ const BLOCKING_12X32: Blocking = Blocking {
 /// machine 128³ and 256×64×256 ran no faster on 2 threads than on 1.
 const PAR_MIN_FLOPS: usize = 1 << 24;
 
-/// A packed B block smaller than this many floats (1 MiB) is packed by one thread: a second
-/// parallel region per k block costs more than it saves there (256³ measured 5–20% faster
-/// packing B on one thread; larger blocks were even or better packed in parallel).
-const PAR_PACK_B_MIN: usize = 1 << 18;
+/// A packed B block smaller than this many floats (400 KB) is packed by one thread: a second
+/// parallel region per k block costs more than it saves there (256³, a 64K-float block,
+/// measured 5–20% faster packing B on one thread). Was 1 MiB: then the weight-gradient GEMMs
+/// of the demo train step (xᵀ·dy, k = 2048 rows in six 342×384 blocks of 131K floats)
+/// packed all of dy on the calling thread while the other waited — 4% of the step's samples.
+const PAR_PACK_B_MIN: usize = 100_000;
 
 /// A microkernel for MR×NR tiles: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over
 /// `kc` steps, with C row-major (unit column stride, row stride `rsc`). `beta == 0` means C

@@ -9,8 +9,9 @@
 #
 # Train step: CPU time per step = (task-clock of a run of N2 steps − one of N1 steps) / (N2 − N1),
 # which cancels start-up, model building and warm-up (perf stat task-clock, whole process).
-# sgemm: best on-CPU time of the calling thread (kernels/examples/sgemm_cpu_time.rs,
-# benches/numpy_cpu_time.py).
+# sgemm and attention: best on-CPU time of the calling thread (kernels/examples/sgemm_cpu_time.rs
+# vs benches/numpy_cpu_time.py; kernels/examples/attention_cpu_time.rs vs
+# benches/pytorch/attention_cpu_time.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIGS=("$@"); [ $# -eq 0 ] && CONFIGS=(demo small gpt2)
@@ -18,7 +19,7 @@ PY=${PYTHON:-python3}
 export RAYON_NUM_THREADS=1 TORCH_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 export TRANSFORMERS_VERBOSITY=error
 cargo build --release -q -p model --example train_step
-cargo build --release -q -p kernels --example sgemm_cpu_time
+cargo build --release -q -p kernels --example sgemm_cpu_time --example attention_cpu_time
 cpu_ms() { perf stat -x, -e task-clock "$@" 2>&1 >/dev/null | grep task-clock | cut -d, -f1; }
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), 1 thread each, load average at start: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "| config | ferrochat CPU ms/step | PyTorch CPU ms/step | ratio |"
@@ -33,4 +34,7 @@ done
 echo
 target/release/examples/sgemm_cpu_time
 "$PY" benches/numpy_cpu_time.py
+echo
+target/release/examples/attention_cpu_time fwdbwd 3
+"$PY" benches/pytorch/attention_cpu_time.py 3
 echo "# load average at the end: $(cut -d" " -f1-3 /proc/loadavg)"

@@ -7,8 +7,9 @@
 #
 #   benches/cpu_time_side_by_side.sh [CONFIGS...]     (default: demo small gpt2)
 #
-# Train step: CPU time per step = (task-clock of a run of N2 steps − one of N1 steps) / (N2 − N1),
-# which cancels start-up, model building and warm-up (perf stat task-clock, whole process).
+# Train step: on-CPU time per timed step, all threads of the process, as each side prints it
+# on stderr (clock_gettime(CLOCK_PROCESS_CPUTIME_ID) / time.process_time() around the timed
+# steps, after 2 warm-up steps).
 # sgemm and attention: best on-CPU time of the calling thread (kernels/examples/sgemm_cpu_time.rs
 # vs benches/numpy_cpu_time.py; kernels/examples/attention_cpu_time.rs vs
 # benches/pytorch/attention_cpu_time.py).
@@ -20,16 +21,15 @@ export RAYON_NUM_THREADS=1 TORCH_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 O
 export TRANSFORMERS_VERBOSITY=error
 cargo build --release -q -p model --example train_step
 cargo build --release -q -p kernels --example sgemm_cpu_time --example attention_cpu_time
-cpu_ms() { perf stat -x, -e task-clock "$@" 2>&1 >/dev/null | grep task-clock | cut -d, -f1; }
+cpu_ms() { "$@" 2>&1 >/dev/null | sed -n 's/.*cpu_ms_per_step=//p'; }
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), 1 thread each, load average at start: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "| config | ferrochat CPU ms/step | PyTorch CPU ms/step | ratio |"
 echo "| --- | --- | --- | --- |"
 for cfg in "${CONFIGS[@]}"; do
-  case $cfg in demo) n1=5 n2=25 ;; small) n1=2 n2=6 ;; *) n1=2 n2=5 ;; esac
-  f1=$(cpu_ms target/release/examples/train_step "$cfg" $n1); f2=$(cpu_ms target/release/examples/train_step "$cfg" $n2)
-  p1=$(cpu_ms "$PY" benches/pytorch/train_step.py "$cfg" $n1); p2=$(cpu_ms "$PY" benches/pytorch/train_step.py "$cfg" $n2)
-  awk -v c="$cfg" -v f1="$f1" -v f2="$f2" -v p1="$p1" -v p2="$p2" -v n="$((n2 - n1))" 'BEGIN {
-    f = (f2 - f1) / n; p = (p2 - p1) / n; printf "| %s | %.1f | %.1f | %.2f |\n", c, f, p, p / f }'
+  case $cfg in demo) n=20 ;; small) n=5 ;; *) n=3 ;; esac
+  f=$(cpu_ms target/release/examples/train_step "$cfg" $n)
+  p=$(cpu_ms "$PY" benches/pytorch/train_step.py "$cfg" $n)
+  awk -v c="$cfg" -v f="$f" -v p="$p" 'BEGIN { printf "| %s | %.1f | %.1f | %.2f |\n", c, f, p, p / f }'
 done
 echo
 target/release/examples/sgemm_cpu_time

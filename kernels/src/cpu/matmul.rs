@@ -1025,19 +1025,21 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize>(
 
                 // Split m into row blocks of at most mc rows (a multiple of MR), as many as
                 // the threads need; if there are fewer blocks than threads, also split the
-                // B panels (the jr loop) between them. When m is short (fewer than two row
-                // blocks per thread) and n is wide, split the columns instead: rows cut in
-                // whole MR panels divide unevenly (128 rows = 6 + 5 panels of 12, one of them
-                // partly padding), columns of NR panels evenly (768 = 12 + 12 panels of 32).
-                // Each C element is still computed whole by one task: the same bits for any
-                // split.
+                // B panels (the jr loop) between them. When m fits in one row block per
+                // thread, split the columns instead if that balances the tiles better: rows
+                // cut in whole MR panels can divide unevenly (128 rows = 6 + 5 panels of 12),
+                // columns of NR panels evenly (768 = 12 + 12 panels of 32). Each C element is
+                // still computed whole by one task: the same bits for any split.
                 let mut blocks = m.div_ceil(blk.mc);
                 let mut jsplits = 1;
                 if nthreads > 1 {
-                    if blocks < 2 * nthreads && npanels >= 2 * nthreads {
+                    let mpanels = m.div_ceil(MR);
+                    let by_rows = mpanels.div_ceil(nthreads) * npanels;
+                    let by_cols = npanels.div_ceil(nthreads) * mpanels;
+                    if blocks <= nthreads && by_cols < by_rows {
                         jsplits = nthreads;
                     } else {
-                        blocks = blocks.next_multiple_of(nthreads).min(m.div_ceil(MR));
+                        blocks = blocks.next_multiple_of(nthreads).min(mpanels);
                     }
                 }
                 let mc = m.div_ceil(blocks).next_multiple_of(MR);

@@ -335,10 +335,11 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 
 #[test]
 fn linear_equals_matmul_plus_bias_with_gradients() {
-    // f32 on the fast kernels, shapes big enough to thread (2·37·300 rows).
+    // f32 on the fast kernels, shapes big enough to thread (800 rows of 53: the bias rows are
+    // written in parallel chunks of 64 rows, the last one short).
     let mut rng = Rng::new(3);
     let x = rng
-        .normal_tensor(&[2, 300, 37], 0.0, 1.0, DType::F32)
+        .normal_tensor(&[2, 400, 37], 0.0, 1.0, DType::F32)
         .requires_grad();
     let w = rng
         .normal_tensor(&[37, 53], 0.0, 0.2, DType::F32)
@@ -346,7 +347,7 @@ fn linear_equals_matmul_plus_bias_with_gradients() {
     let b = rng
         .normal_tensor(&[53], 0.0, 1.0, DType::F32)
         .requires_grad();
-    let dy = rng.normal_tensor(&[2, 300, 53], 0.0, 1.0, DType::F32);
+    let dy = rng.normal_tensor(&[2, 400, 53], 0.0, 1.0, DType::F32);
     let fused = ops::linear(&x, &w, &b).unwrap();
     let composed = ops::add(&ops::matmul(&x, &w).unwrap(), &b).unwrap();
     assert!(max_abs_diff(&fused, &composed) < 1e-5);

@@ -5,6 +5,7 @@ use crate::ops::layout::reshape;
 use crate::ops::matmul::matmul_ex;
 use crate::{Result, Storage, Tensor};
 use kernels::cpu::{linear as k, matmul};
+use rayon::prelude::*;
 
 /// y = x·W + b for `x` `[..., K]`, `w` `[K, N]`, `b` `[N]`: every row of x times W, plus b.
 /// The same values as `add(matmul(x, w), b)`, without materialising the broadcast bias: each
@@ -81,11 +82,27 @@ pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     ))
 }
 
-/// `rows` copies of `b`, one after another.
-fn bias_rows<F: Copy>(b: &[F], rows: usize) -> Vec<F> {
-    let mut y = Vec::with_capacity(rows * b.len());
-    for _ in 0..rows {
-        y.extend_from_slice(b);
+/// `rows` copies of `b`, one after another, written by all threads when there are many (the
+/// first touch of a fresh output buffer, which the GEMM then finds in cache).
+fn bias_rows<F: Copy + Send + Sync>(b: &[F], rows: usize) -> Vec<F> {
+    /// Rows per parallel task.
+    const ROWS: usize = 64;
+    let n = b.len();
+    if n == 0 || rows * n < (1 << 15) {
+        return b.repeat(rows);
     }
+    let mut y = Vec::with_capacity(rows * n);
+    y.spare_capacity_mut()[..rows * n]
+        .par_chunks_mut(ROWS * n)
+        .for_each(|chunk| {
+            for row in chunk.chunks_exact_mut(n) {
+                for (o, &v) in row.iter_mut().zip(b) {
+                    o.write(v);
+                }
+            }
+        });
+    // SAFETY: the loop above wrote every one of the first rows·n elements (the chunks cover
+    // them all, each row of a chunk gets the n values of b), and the capacity is rows·n.
+    unsafe { y.set_len(rows * n) };
     y
 }

@@ -35,12 +35,12 @@ pub fn causal_attention(q: &Tensor, k_: &Tensor, v: &Tensor) -> Result<Tensor> {
     let bh = q.numel() / (t * d).max(1);
     let (out, lse) = match (q.storage(), k_.storage(), v.storage()) {
         (Storage::F32(qv), Storage::F32(kv), Storage::F32(vv)) => {
-            let (mut o, mut l) = (vec![0.0; qv.len()], vec![0.0; bh * t]);
+            let (mut o, mut l) = (crate::ops::zeros(qv.len()), vec![0.0; bh * t]);
             k::causal_attention_fwd(qv, kv, vv, bh, t, d, &mut o, &mut l);
             (Storage::F32(o), Storage::F32(l))
         }
         (Storage::F64(qv), Storage::F64(kv), Storage::F64(vv)) => {
-            let (mut o, mut l) = (vec![0.0; qv.len()], vec![0.0; bh * t]);
+            let (mut o, mut l) = (crate::ops::zeros(qv.len()), vec![0.0; bh * t]);
             k::causal_attention_fwd_ref(qv, kv, vv, bh, t, d, &mut o, &mut l);
             (Storage::F64(o), Storage::F64(l))
         }
@@ -70,8 +70,11 @@ pub fn causal_attention(q: &Tensor, k_: &Tensor, v: &Tensor) -> Result<Tensor> {
                     Storage::F32(l),
                     Storage::F32(g),
                 ) => {
-                    let (mut dq, mut dk, mut dv) =
-                        (vec![0.0; q.len()], vec![0.0; q.len()], vec![0.0; q.len()]);
+                    let (mut dq, mut dk, mut dv) = (
+                        crate::ops::zeros(q.len()),
+                        crate::ops::zeros(q.len()),
+                        crate::ops::zeros(q.len()),
+                    );
                     k::causal_attention_bwd(q, k, v, o, l, g, bh, t, d, &mut dq, &mut dk, &mut dv);
                     [Storage::F32(dq), Storage::F32(dk), Storage::F32(dv)]
                 }
@@ -83,8 +86,11 @@ pub fn causal_attention(q: &Tensor, k_: &Tensor, v: &Tensor) -> Result<Tensor> {
                     Storage::F64(l),
                     Storage::F64(g),
                 ) => {
-                    let (mut dq, mut dk, mut dv) =
-                        (vec![0.0; q.len()], vec![0.0; q.len()], vec![0.0; q.len()]);
+                    let (mut dq, mut dk, mut dv) = (
+                        crate::ops::zeros(q.len()),
+                        crate::ops::zeros(q.len()),
+                        crate::ops::zeros(q.len()),
+                    );
                     k::causal_attention_bwd_ref(
                         q, k, v, o, l, g, bh, t, d, &mut dq, &mut dk, &mut dv,
                     );
@@ -132,14 +138,14 @@ pub fn causal_self_attention(qkv: &Tensor, n_head: usize) -> Result<Tensor> {
     let (out, saved) = match qkv.storage() {
         Storage::F32(x) => {
             let [q, kk, v] = heads.split(x);
-            let (mut o, mut l) = (vec![0.0; q.len()], vec![0.0; heads.rows()]);
+            let (mut o, mut l) = (crate::ops::zeros(q.len()), vec![0.0; heads.rows()]);
             k::causal_attention_fwd(&q, &kk, &v, b * n_head, t, heads.d, &mut o, &mut l);
             let y = heads.merge(&[&o]);
             (Storage::F32(y), Saved::F32 { q, k: kk, v, o, l })
         }
         Storage::F64(x) => {
             let [q, kk, v] = heads.split(x);
-            let (mut o, mut l) = (vec![0.0; q.len()], vec![0.0; heads.rows()]);
+            let (mut o, mut l) = (crate::ops::zeros(q.len()), vec![0.0; heads.rows()]);
             k::causal_attention_fwd_ref(&q, &kk, &v, b * n_head, t, heads.d, &mut o, &mut l);
             let y = heads.merge(&[&o]);
             (Storage::F64(y), Saved::F64 { q, k: kk, v, o, l })
@@ -156,8 +162,11 @@ pub fn causal_self_attention(qkv: &Tensor, n_head: usize) -> Result<Tensor> {
             let dqkv = match (&saved, g.storage()) {
                 (Saved::F32 { q, k: kk, v, o, l }, Storage::F32(g)) => {
                     let [dout] = heads.split(g);
-                    let (mut dq, mut dk, mut dv) =
-                        (vec![0.0; q.len()], vec![0.0; q.len()], vec![0.0; q.len()]);
+                    let (mut dq, mut dk, mut dv) = (
+                        crate::ops::zeros(q.len()),
+                        crate::ops::zeros(q.len()),
+                        crate::ops::zeros(q.len()),
+                    );
                     k::causal_attention_bwd(
                         q, kk, v, o, l, &dout, bh, t, d, &mut dq, &mut dk, &mut dv,
                     );
@@ -165,8 +174,11 @@ pub fn causal_self_attention(qkv: &Tensor, n_head: usize) -> Result<Tensor> {
                 }
                 (Saved::F64 { q, k: kk, v, o, l }, Storage::F64(g)) => {
                     let [dout] = heads.split(g);
-                    let (mut dq, mut dk, mut dv) =
-                        (vec![0.0; q.len()], vec![0.0; q.len()], vec![0.0; q.len()]);
+                    let (mut dq, mut dk, mut dv) = (
+                        crate::ops::zeros(q.len()),
+                        crate::ops::zeros(q.len()),
+                        crate::ops::zeros(q.len()),
+                    );
                     k::causal_attention_bwd_ref(
                         q, kk, v, o, l, &dout, bh, t, d, &mut dq, &mut dk, &mut dv,
                     );
@@ -220,7 +232,7 @@ impl Heads {
         let Heads { b, t, h, d } = *self;
         let c = h * d;
         std::array::from_fn(|part| {
-            let mut out = vec![F::default(); b * t * c];
+            let mut out = crate::ops::zeros(b * t * c);
             out.par_chunks_mut(t * d).enumerate().for_each(|(bh, dst)| {
                 let (bi, hi) = (bh / h, bh % h);
                 for (ti, row) in dst.chunks_exact_mut(d).enumerate() {
@@ -237,7 +249,7 @@ impl Heads {
     fn merge<F: Copy + Default + Send + Sync>(&self, parts: &[&Vec<F>]) -> Vec<F> {
         let Heads { b, t, h, d } = *self;
         let (c, n) = (h * d, parts.len());
-        let mut out = vec![F::default(); b * t * n * c];
+        let mut out = crate::ops::zeros(b * t * n * c);
         out.par_chunks_mut(n * c).enumerate().for_each(|(bt, dst)| {
             let (bi, ti) = (bt / t, bt % t);
             for (part, src) in parts.iter().enumerate() {

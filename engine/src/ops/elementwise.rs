@@ -194,7 +194,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if let (Storage::F32(x), Storage::F32(y)) = (a.storage(), b.storage()) {
         if a.shape() == b.shape() {
             // Same shapes (the residual stream, gradient accumulation): the threaded kernel.
-            let mut out = vec![0.0; x.len()];
+            let mut out = crate::ops::zeros(x.len());
             kernels::cpu::linear::add(x, y, &mut out);
             return Ok(Tensor::from_op(
                 Storage::F32(out),

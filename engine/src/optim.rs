@@ -3,6 +3,7 @@
 use crate::error::{invalid, shape_err};
 use crate::{Gradients, Result, Storage, Tensor};
 use kernels::cpu::adamw::{adamw, adamw_ref, AdamWStep};
+use rayon::prelude::*;
 
 /// AdamW hyper-parameters. Defaults are PyTorch's, except weight decay, which is GPT-2's 0.1.
 #[derive(Clone, Copy, Debug)]
@@ -121,15 +122,24 @@ impl AdamW {
 
 /// Scales the gradients of `params` so that their global L2 norm is at most `max_norm`, as
 /// `torch.nn.utils.clip_grad_norm_` does (factor max_norm / (norm + 1e-6) when norm exceeds
-/// it). Returns the norm before clipping (accumulated in f64, in parameter order).
+/// it). Returns the norm before clipping (accumulated in f64: per gradient in fixed chunks,
+/// then in parameter order).
 pub fn clip_grad_norm(grads: &mut Gradients, params: &[&Tensor], max_norm: f64) -> Result<f64> {
+    // Each gradient's sum of squares in f64 ([`sum_sq`]: fixed-size chunks summed on all
+    // threads, added in order), then added up in parameter order: the same bits whatever the
+    // thread count.
+    let sums: Vec<f64> = params
+        .iter()
+        .map(|p| match grads.get(p).map(|g| g.storage()) {
+            Some(Storage::F32(v)) => sum_sq(v, |x| x as f64),
+            Some(Storage::F64(v)) => sum_sq(v, |x| x),
+            None => 0.0,
+        })
+        .collect();
     let mut sq = 0.0f64;
-    for p in params {
-        if let Some(g) = grads.get(p) {
-            sq += match g.storage() {
-                Storage::F32(v) => v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>(),
-                Storage::F64(v) => v.iter().map(|&x| x * x).sum::<f64>(),
-            };
+    for (p, s) in params.iter().zip(sums) {
+        if grads.get(p).is_some() {
+            sq += s;
         }
     }
     let norm = sq.sqrt();
@@ -137,11 +147,48 @@ pub fn clip_grad_norm(grads: &mut Gradients, params: &[&Tensor], max_norm: f64) 
     if factor < 1.0 {
         for p in params {
             if let Some(g) = grads.remove(p) {
-                grads.insert(p, crate::no_grad(|| crate::ops::mul_scalar(&g, factor))?);
+                // g·factor, element by element (as `mul_scalar`), on all threads.
+                let scaled = match g.storage() {
+                    Storage::F32(v) => {
+                        let c = factor as f32;
+                        Storage::F32(v.par_iter().map(|&a| a * c).collect())
+                    }
+                    Storage::F64(v) => Storage::F64(v.par_iter().map(|&a| a * factor).collect()),
+                };
+                grads.insert(p, Tensor::leaf(scaled, g.shape().to_vec()));
             }
         }
     }
     Ok(norm)
+}
+
+/// Σ x² in f64 over `v`: chunks of 16K elements, each summed with 8 independent
+/// accumulators (no chain of dependent adds, so it vectorises), on rayon; the chunk sums are
+/// added in order. The result depends only on `v`, not on the thread count.
+fn sum_sq<T: Copy + Sync>(v: &[T], f64_of: impl Fn(T) -> f64 + Sync) -> f64 {
+    const CHUNK: usize = 16 * 1024;
+    let chunk_sum = |c: &[T]| {
+        let mut acc = [0.0f64; 8];
+        let mut it = c.chunks_exact(8);
+        for e in &mut it {
+            for (a, &x) in acc.iter_mut().zip(e) {
+                let x = f64_of(x);
+                *a += x * x;
+            }
+        }
+        let mut s: f64 = acc.iter().sum();
+        for &x in it.remainder() {
+            let x = f64_of(x);
+            s += x * x;
+        }
+        s
+    };
+    let sums: Vec<f64> = if v.len() >= 4 * CHUNK {
+        v.par_chunks(CHUNK).map(chunk_sum).collect()
+    } else {
+        v.chunks(CHUNK).map(chunk_sum).collect()
+    };
+    sums.iter().sum()
 }
 
 /// Linear warm-up from 0 to `max_lr` over `warmup` steps, then cosine decay to `min_lr` at

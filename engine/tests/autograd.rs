@@ -322,3 +322,85 @@ fn same_seed_same_losses_bit_for_bit() {
     );
     assert!(a[4] < a[0], "the loss goes down: {a:?}");
 }
+
+/// The largest |a − b| over two same-length f32 tensors.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.to_vec_f32(), b.to_vec_f32());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn linear_equals_matmul_plus_bias_with_gradients() {
+    // f32 on the fast kernels, shapes big enough to thread (800 rows of 53: the bias rows are
+    // written in parallel chunks of 64 rows, the last one short).
+    let mut rng = Rng::new(3);
+    let x = rng
+        .normal_tensor(&[2, 400, 37], 0.0, 1.0, DType::F32)
+        .requires_grad();
+    let w = rng
+        .normal_tensor(&[37, 53], 0.0, 0.2, DType::F32)
+        .requires_grad();
+    let b = rng
+        .normal_tensor(&[53], 0.0, 1.0, DType::F32)
+        .requires_grad();
+    let dy = rng.normal_tensor(&[2, 400, 53], 0.0, 1.0, DType::F32);
+    let fused = ops::linear(&x, &w, &b).unwrap();
+    let composed = ops::add(&ops::matmul(&x, &w).unwrap(), &b).unwrap();
+    assert!(max_abs_diff(&fused, &composed) < 1e-5);
+    let loss = |y: &Tensor| ops::sum_all(&ops::mul(y, &dy).unwrap()).unwrap();
+    let (gf, gc) = (
+        loss(&fused).backward().unwrap(),
+        loss(&composed).backward().unwrap(),
+    );
+    for p in [&x, &w, &b] {
+        let (a, c) = (gf.get(p).unwrap(), gc.get(p).unwrap());
+        let scale = c.to_vec_f32().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        assert!(max_abs_diff(a, c) <= 1e-5 * scale, "{:?}", p.shape());
+    }
+}
+
+#[test]
+fn causal_self_attention_equals_split_heads_attention_merge() {
+    let (bsz, t, heads, d) = (2, 19, 3, 8);
+    let c = heads * d;
+    let mut rng = Rng::new(4);
+    let qkv = rng
+        .normal_tensor(&[bsz, t, 3 * c], 0.0, 1.0, DType::F32)
+        .requires_grad();
+    let dy = rng.normal_tensor(&[bsz, t, c], 0.0, 1.0, DType::F32);
+    let fused = ops::causal_self_attention(&qkv, heads).unwrap();
+    let split = |i: usize| {
+        let part = ops::slice(&qkv, -1, i * c, (i + 1) * c).unwrap();
+        ops::transpose(&ops::reshape(&part, &[bsz, t, heads, d]).unwrap(), 1, 2).unwrap()
+    };
+    let y = ops::causal_attention(&split(0), &split(1), &split(2)).unwrap();
+    let composed = ops::reshape(&ops::transpose(&y, 1, 2).unwrap(), &[bsz, t, c]).unwrap();
+    // The same kernel on the same values: the same bits.
+    assert_eq!(fused.to_vec_f32(), composed.to_vec_f32());
+    let loss = |y: &Tensor| ops::sum_all(&ops::mul(y, &dy).unwrap()).unwrap();
+    let gf = loss(&fused).backward().unwrap();
+    let gc = loss(&composed).backward().unwrap();
+    assert_eq!(
+        gf.get(&qkv).unwrap().to_vec_f32(),
+        gc.get(&qkv).unwrap().to_vec_f32()
+    );
+}
+
+#[test]
+fn causal_self_attention_rejects_a_width_not_split_by_the_heads() {
+    let qkv = Tensor::zeros(&[1, 4, 3 * 10], DType::F32);
+    let err = ops::causal_self_attention(&qkv, 4).unwrap_err().to_string();
+    assert!(err.contains("causal_self_attention"), "{err}");
+    let err = ops::linear(
+        &qkv,
+        &Tensor::zeros(&[7, 2], DType::F32),
+        &Tensor::zeros(&[2], DType::F32),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("linear"), "{err}");
+}

@@ -44,17 +44,18 @@ fn run() {
     let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
     causal_attention_fwd(&q, &k, &v, bh, t, d, &mut out, &mut lse);
     let fwd_flops = 2.0 * (bh * d * t * (t + 1)) as f64;
-    let flops = if what == "fwd" {
-        fwd_flops
-    } else {
-        2.5 * fwd_flops
+    let flops = match what {
+        "fwd" => fwd_flops,
+        "bwd" => 2.5 * fwd_flops,
+        _ => 3.5 * fwd_flops,
     };
     let (mut wall, mut cpu) = (f64::MAX, f64::MAX);
     for _ in 0..iters {
         let (c0, t0) = (cpu_time(), Instant::now());
-        if what == "fwd" {
+        if what != "bwd" {
             causal_attention_fwd(&q, &k, &v, bh, t, d, &mut out, &mut lse);
-        } else {
+        }
+        if what != "fwd" {
             causal_attention_bwd(
                 &q, &k, &v, &out, &lse, &g, bh, t, d, &mut dq, &mut dk, &mut dv,
             );

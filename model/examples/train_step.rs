@@ -7,12 +7,18 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` (see `keep_freed_memory` in src/main.rs: the same setting).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 use engine::optim::AdamWConfig;
 use engine::Rng;
 use model::train::{Batch, TrainConfig, Trainer};
 use model::{Gpt, GptConfig};
 
 fn main() {
+    // Never return freed pages to the OS, as the ferrochat binary (src/main.rs).
+    // SAFETY: setting an option is thread-safe and takes effect for later purges.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let args: Vec<String> = std::env::args().collect();
     let preset = args.get(1).map(String::as_str).unwrap_or("demo");
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
@@ -45,10 +51,15 @@ fn main() {
         batch: b,
         seq: t,
     };
-    trainer
-        .step(&mut model, std::slice::from_ref(&batch), &mut rng)
-        .unwrap(); // warm-up
+    // Two warm-up steps, as the PyTorch side: the first ones fault in the memory the steps
+    // reuse afterwards (hundreds of page faults per step at gpt2 size until it settles).
+    for _ in 0..2 {
+        trainer
+            .step(&mut model, std::slice::from_ref(&batch), &mut rng)
+            .unwrap();
+    }
     let mut times = vec![];
+    let cpu0 = process_cpu_time();
     for _ in 0..steps {
         let start = Instant::now();
         trainer
@@ -56,6 +67,7 @@ fn main() {
             .unwrap();
         times.push(start.elapsed().as_secs_f64());
     }
+    let cpu_ms = (process_cpu_time() - cpu0) / steps as f64 * 1e3;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
@@ -64,4 +76,26 @@ fn main() {
         median * 1e3,
         (b * t) as f64 / median
     );
+    // On-CPU time per timed step, all threads (on stderr: the line above is parsed by
+    // benches/against_pytorch.sh). Other processes on a shared machine do not add to it.
+    eprintln!("{preset}: cpu_ms_per_step={cpu_ms:.1}");
+}
+
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+}
+
+/// On-CPU time of the whole process (all threads), in seconds: Linux CLOCK_PROCESS_CPUTIME_ID.
+fn process_cpu_time() -> f64 {
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields on 64-bit Linux).
+    let rc = unsafe { clock_gettime(2, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.sec as f64 + ts.nsec as f64 * 1e-9
 }

@@ -347,8 +347,8 @@ impl Gpt {
     /// The MLP branch of a block, before the residual add: mlp(ln₂(x)).
     pub(crate) fn mlp(&self, b: &Block, x: &Tensor) -> Result<Tensor> {
         let m = ops::layer_norm(x, &b.ln_2_w, &b.ln_2_b, self.config.layer_norm_epsilon)?;
-        let m = ops::gelu(&ops::add(&ops::matmul(&m, &b.fc_w)?, &b.fc_b)?)?;
-        Ok(ops::add(&ops::matmul(&m, &b.mlp_proj_w)?, &b.mlp_proj_b)?)
+        let m = ops::gelu(&ops::linear(&m, &b.fc_w, &b.fc_b)?)?;
+        Ok(ops::linear(&m, &b.mlp_proj_w, &b.mlp_proj_b)?)
     }
 
     /// The logits `[batch, seq, vocab]` of final hidden states `h` (`[batch, seq, C]`): the
@@ -357,18 +357,21 @@ impl Gpt {
         Ok(ops::matmul_ex(h, &self.wte, false, true)?)
     }
 
-    /// Multi-head causal self-attention of `x` (`[B, T, C]`), projected back to `[B, T, C]`.
+    /// Multi-head causal self-attention of `x` (`[B, T, C]`), projected back to `[B, T, C]`:
+    /// the fused QKV projection, the heads split, attended and merged in one op, the output
+    /// projection. (The KV-cache sampler goes through [`Gpt::qkv`] and
+    /// [`Gpt::attention_out`] instead, which compute the same with the heads explicit.)
     fn attention(&self, b: &Block, x: &Tensor) -> Result<Tensor> {
-        let (q, k, v) = self.qkv(b, x)?;
-        let y = ops::causal_attention(&q, &k, &v)?; // [B, H, T, D]
-        self.attention_out(b, &y)
+        let qkv = ops::linear(x, &b.attn_w, &b.attn_b)?; // [B, T, 3C]
+        let y = ops::causal_self_attention(&qkv, self.config.n_head)?; // [B, T, C]
+        Ok(ops::linear(&y, &b.attn_proj_w, &b.attn_proj_b)?)
     }
 
     /// The query, key and value heads of `x` (`[B, T, C]`), each `[B, H, T, D]`.
     pub(crate) fn qkv(&self, b: &Block, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let (bsz, t, c) = (x.shape()[0], x.shape()[1], self.config.n_embd);
         let (h, d) = (self.config.n_head, self.config.head_dim());
-        let qkv = ops::add(&ops::matmul(x, &b.attn_w)?, &b.attn_b)?; // [B, T, 3C]
+        let qkv = ops::linear(x, &b.attn_w, &b.attn_b)?; // [B, T, 3C]
         let head = |i: usize| -> Result<Tensor> {
             let part = ops::slice(&qkv, -1, i * c, (i + 1) * c)?;
             Ok(ops::transpose(
@@ -385,7 +388,7 @@ impl Gpt {
     pub(crate) fn attention_out(&self, b: &Block, y: &Tensor) -> Result<Tensor> {
         let (bsz, t) = (y.shape()[0], y.shape()[2]);
         let y = ops::reshape(&ops::transpose(y, 1, 2)?, &[bsz, t, self.config.n_embd])?;
-        Ok(ops::add(&ops::matmul(&y, &b.attn_proj_w)?, &b.attn_proj_b)?)
+        Ok(ops::linear(&y, &b.attn_proj_w, &b.attn_proj_b)?)
     }
 
     /// The model's parameters converted to `dtype` (f64 for gradient checks), as new leaves.

@@ -89,7 +89,18 @@ pub fn run(args: Args) -> Result<()> {
         "MATMUL_NUM_THREADS",
         rayon::current_num_threads().to_string(),
     );
-    for &(m, k, n) in &[(256, 256, 256), (512, 768, 768), (1024, 768, 3072)] {
+    // Square sizes, then the GEMMs of a GPT-2 (124M) block's forward at T=128, one sequence:
+    // QKV, attention output, MLP up and MLP down projections (M = 128 rows).
+    for &(m, k, n) in &[
+        (256, 256, 256),
+        (512, 768, 768),
+        (1024, 768, 3072),
+        (2048, 2048, 2048),
+        (128, 768, 2304),
+        (128, 768, 768),
+        (128, 768, 3072),
+        (128, 3072, 768),
+    ] {
         let a = randn(&mut rng, m * k);
         let b = randn(&mut rng, k * n);
         let mut c = vec![0.0f32; m * n];
@@ -161,8 +172,9 @@ pub fn run(args: Args) -> Result<()> {
         baseline: None,
     });
 
-    // causal attention fwd+bwd; FLOPs of the causal half: 4 matmuls of t²/2·d each way.
-    let (bh, t, d) = (12, 512, 64);
+    // causal attention fwd+bwd at B4 H12 T1024 D64 (issue 6's shape; B·H = 48 heads);
+    // FLOPs of the causal half.
+    let (bh, t, d) = (48, 1024, 64);
     let q = randn(&mut rng, bh * t * d);
     let k_ = randn(&mut rng, bh * t * d);
     let v = randn(&mut rng, bh * t * d);
@@ -190,7 +202,7 @@ pub fn run(args: Args) -> Result<()> {
     let reference = with_ref.then(|| time(1.0, || attn(false)));
     print_row(&Row {
         kernel: "attention fwd+bwd".into(),
-        shape: format!("BH{bh} T{t} D{d}"),
+        shape: format!("B4H12 T{t} D{d}"),
         unit: "GFLOP/s",
         // forward: QKᵀ and PV (2 matmuls); backward: recompute QKᵀ, dV, dP, dQ, dK (5 matmuls);
         // each 2·(t²/2)·d flops over the causal half.

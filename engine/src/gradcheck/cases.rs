@@ -45,6 +45,8 @@ pub const CASES: &[&str] = &[
     "gather",
     "layer_norm",
     "causal_attention",
+    "causal_self_attention",
+    "linear",
     "cross_entropy",
     "concat",
     "slice",
@@ -214,6 +216,17 @@ pub fn case(name: &str, d: [usize; 3], rng: &mut Rng) -> Option<(Vec<Tensor>, Ca
                 normal(rng, &[a, b, c]),
             ],
             Box::new(|xs: &[Tensor]| ops::causal_attention(&xs[0], &xs[1], &xs[2])),
+        ),
+        "causal_self_attention" => unary(normal(rng, &[a, b, 3 * 2 * c]), |x| {
+            ops::causal_self_attention(x, 2)
+        }),
+        "linear" => (
+            vec![
+                normal(rng, &[a, b, c]),
+                normal(rng, &[c, a + 1]),
+                normal(rng, &[a + 1]),
+            ],
+            Box::new(|xs: &[Tensor]| ops::linear(&xs[0], &xs[1], &xs[2])),
         ),
         "cross_entropy" => {
             let vocab = c + 1;

@@ -72,13 +72,13 @@ pub fn cross_entropy(logits: &Tensor, targets: &[i64], ignore_index: i64) -> Res
             let dscale = g.item()? * scale;
             let dx = match (xc.storage(), &lse) {
                 (Storage::F32(x), Storage::F32(s)) => {
-                    let mut dx = vec![0.0; x.len()];
+                    let mut dx = crate::ops::zeros(x.len());
                     let dl = vec![dscale as f32; rows];
                     k::cross_entropy_bwd(x, &targets, s, &dl, rows, vocab, ignore_index, &mut dx);
                     Storage::F32(dx)
                 }
                 (Storage::F64(x), Storage::F64(s)) => {
-                    let mut dx = vec![0.0; x.len()];
+                    let mut dx = crate::ops::zeros(x.len());
                     let dl = vec![dscale; rows];
                     k::cross_entropy_bwd_ref(
                         x,

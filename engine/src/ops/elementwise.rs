@@ -191,6 +191,20 @@ fn binary(
 
 /// a + b (broadcasting).  Gradients: dy, dy (summed over broadcast dims).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if let (Storage::F32(x), Storage::F32(y)) = (a.storage(), b.storage()) {
+        if a.shape() == b.shape() {
+            // Same shapes (the residual stream, gradient accumulation): the threaded kernel.
+            let mut out = crate::ops::zeros(x.len());
+            kernels::cpu::linear::add(x, y, &mut out);
+            return Ok(Tensor::from_op(
+                Storage::F32(out),
+                a.shape().to_vec(),
+                "add",
+                &[a, b],
+                |_, g| Ok(vec![Some(g.clone()), Some(g.clone())]),
+            ));
+        }
+    }
     binary(
         "add",
         a,

@@ -8,12 +8,12 @@ use kernels::cpu::gelu as k;
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     let y = match x.storage() {
         Storage::F32(v) => {
-            let mut y = vec![0.0; v.len()];
+            let mut y = crate::ops::zeros(v.len());
             k::gelu_fwd(v, &mut y);
             Storage::F32(y)
         }
         Storage::F64(v) => {
-            let mut y = vec![0.0; v.len()];
+            let mut y = crate::ops::zeros(v.len());
             k::gelu_fwd_ref(v, &mut y);
             Storage::F64(y)
         }
@@ -27,12 +27,12 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
         move |_, g| {
             let dx = match (xc.storage(), g.storage()) {
                 (Storage::F32(x), Storage::F32(g)) => {
-                    let mut dx = vec![0.0; x.len()];
+                    let mut dx = crate::ops::zeros(x.len());
                     k::gelu_bwd(x, g, &mut dx);
                     Storage::F32(dx)
                 }
                 (Storage::F64(x), Storage::F64(g)) => {
-                    let mut dx = vec![0.0; x.len()];
+                    let mut dx = crate::ops::zeros(x.len());
                     k::gelu_bwd_ref(x, g, &mut dx);
                     Storage::F64(dx)
                 }

@@ -33,12 +33,20 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
     // Forward, keeping the per-row mean and 1/std for the backward.
     let (y, mean, rstd) = match (x.storage(), gamma.storage(), beta.storage()) {
         (Storage::F32(xv), Storage::F32(gv), Storage::F32(bv)) => {
-            let (mut y, mut mu, mut rs) = (vec![0.0; xv.len()], vec![0.0; rows], vec![0.0; rows]);
+            let (mut y, mut mu, mut rs) = (
+                crate::ops::zeros(xv.len()),
+                vec![0.0; rows],
+                vec![0.0; rows],
+            );
             k::layernorm_fwd(xv, gv, bv, rows, cols, eps as f32, &mut y, &mut mu, &mut rs);
             (Storage::F32(y), Storage::F32(mu), Storage::F32(rs))
         }
         (Storage::F64(xv), Storage::F64(gv), Storage::F64(bv)) => {
-            let (mut y, mut mu, mut rs) = (vec![0.0; xv.len()], vec![0.0; rows], vec![0.0; rows]);
+            let (mut y, mut mu, mut rs) = (
+                crate::ops::zeros(xv.len()),
+                vec![0.0; rows],
+                vec![0.0; rows],
+            );
             k::layernorm_fwd_ref(xv, gv, bv, rows, cols, eps, &mut y, &mut mu, &mut rs);
             (Storage::F64(y), Storage::F64(mu), Storage::F64(rs))
         }
@@ -59,8 +67,11 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
                     Storage::F32(mu),
                     Storage::F32(rs),
                 ) => {
-                    let (mut dx, mut dg, mut db) =
-                        (vec![0.0; xv.len()], vec![0.0; cols], vec![0.0; cols]);
+                    let (mut dx, mut dg, mut db) = (
+                        crate::ops::zeros(xv.len()),
+                        vec![0.0; cols],
+                        vec![0.0; cols],
+                    );
                     k::layernorm_bwd(dy, xv, gv, mu, rs, rows, cols, &mut dx, &mut dg, &mut db);
                     (Storage::F32(dx), Storage::F32(dg), Storage::F32(db))
                 }
@@ -71,8 +82,11 @@ pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64) -> Result
                     Storage::F64(mu),
                     Storage::F64(rs),
                 ) => {
-                    let (mut dx, mut dg, mut db) =
-                        (vec![0.0; xv.len()], vec![0.0; cols], vec![0.0; cols]);
+                    let (mut dx, mut dg, mut db) = (
+                        crate::ops::zeros(xv.len()),
+                        vec![0.0; cols],
+                        vec![0.0; cols],
+                    );
                     k::layernorm_bwd_ref(dy, xv, gv, mu, rs, rows, cols, &mut dx, &mut dg, &mut db);
                     (Storage::F64(dx), Storage::F64(dg), Storage::F64(db))
                 }

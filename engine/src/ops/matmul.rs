@@ -76,7 +76,7 @@ pub fn matmul_ex(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result
     let (rsb, csb) = if trans_b { (1, k) } else { (n, 1) };
     let out = match (a.storage(), b.storage()) {
         (Storage::F32(av), Storage::F32(bv)) => {
-            let mut c = vec![0.0f32; nb * m * n];
+            let mut c = crate::ops::zeros::<f32>(nb * m * n);
             // A batch stride of one matrix, or 0 when every batch reads the same matrix;
             // None when the broadcast is partial and needs the per-batch index.
             let uniform = |idx: &[usize], size: usize| -> Option<usize> {
@@ -133,7 +133,7 @@ pub fn matmul_ex(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result
             Storage::F32(c)
         }
         (Storage::F64(av), Storage::F64(bv)) => {
-            let mut c = vec![0.0f64; nb * m * n];
+            let mut c = crate::ops::zeros::<f64>(nb * m * n);
             for i in 0..nb {
                 gemm_ref(
                     m,

@@ -12,11 +12,12 @@ mod gelu;
 mod index;
 mod layernorm;
 mod layout;
+mod linear;
 mod matmul;
 mod reduce;
 mod softmax;
 
-pub use attention::causal_attention;
+pub use attention::{causal_attention, causal_self_attention};
 pub use crossentropy::{cross_entropy, IGNORE_INDEX};
 pub use dropout::dropout;
 pub use elementwise::{
@@ -27,6 +28,31 @@ pub use gelu::gelu;
 pub use index::{embedding, gather, index_select};
 pub use layernorm::layer_norm;
 pub use layout::{broadcast_to, concat, permute, reshape, slice, sum_to_shape, transpose};
+pub use linear::linear;
 pub use matmul::{matmul, matmul_ex};
 pub use reduce::{max, mean, mean_all, sum, sum_all};
 pub use softmax::{log_softmax, softmax};
+
+/// A buffer of `n` zeros for an op's output, written by all threads when it is large: the
+/// first touch of a fresh buffer (page faults, cache misses) is then split between the
+/// threads instead of falling on the calling one while the others wait.
+pub(crate) fn zeros<F: Copy + Default + Send + Sync>(n: usize) -> Vec<F> {
+    use rayon::prelude::*;
+    /// Elements per parallel task, and the size from which it is worth threading.
+    const CHUNK: usize = 1 << 15;
+    if n < 2 * CHUNK {
+        return vec![F::default(); n];
+    }
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(CHUNK)
+        .for_each(|c| {
+            c.iter_mut().for_each(|x| {
+                x.write(F::default());
+            })
+        });
+    // SAFETY: the loop above wrote all of the first n elements (the chunks cover them), and
+    // the capacity is at least n.
+    unsafe { v.set_len(n) };
+    v
+}

@@ -32,12 +32,12 @@ fn rowwise(
     let rows = x.numel() / cols.max(1);
     let y = match x.storage() {
         Storage::F32(v) => {
-            let mut y = vec![0.0; v.len()];
+            let mut y = crate::ops::zeros(v.len());
             fwd32(v, rows, cols, &mut y);
             Storage::F32(y)
         }
         Storage::F64(v) => {
-            let mut y = vec![0.0; v.len()];
+            let mut y = crate::ops::zeros(v.len());
             fwd64(v, rows, cols, &mut y);
             Storage::F64(y)
         }
@@ -50,12 +50,12 @@ fn rowwise(
         move |y, g| {
             let dx = match (y.storage(), g.storage()) {
                 (Storage::F32(y), Storage::F32(g)) => {
-                    let mut dx = vec![0.0; y.len()];
+                    let mut dx = crate::ops::zeros(y.len());
                     bwd32(y, g, rows, cols, &mut dx);
                     Storage::F32(dx)
                 }
                 (Storage::F64(y), Storage::F64(g)) => {
-                    let mut dx = vec![0.0; y.len()];
+                    let mut dx = crate::ops::zeros(y.len());
                     bwd64(y, g, rows, cols, &mut dx);
                     Storage::F64(dx)
                 }

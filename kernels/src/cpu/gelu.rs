@@ -61,9 +61,16 @@ pub fn gelu_bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
 /// (`Neon` currently runs the scalar loop).
 pub fn gelu_fwd_with(level: SimdLevel, x: &[f32], y: &mut [f32]) {
     let avx2 = level == SimdLevel::Avx2Fma && simd_level() == SimdLevel::Avx2Fma;
+    let avx512 = avx2 && crate::simd::avx512_usable();
     let n = x.len().min(y.len());
     for_elem_tasks(&mut y[..n], |off, yc| {
         let xc = &x[off..off + yc.len()];
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: `avx512` is only true when AVX-512F was detected.
+            return unsafe { avx512::fwd(xc, yc) };
+        }
+        let _ = avx512;
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: `avx2` is only true when AVX2+FMA were detected.
@@ -80,9 +87,16 @@ pub fn gelu_fwd_with(level: SimdLevel, x: &[f32], y: &mut [f32]) {
 /// [`gelu_bwd`] at an explicit SIMD level (see [`gelu_fwd_with`]).
 pub fn gelu_bwd_with(level: SimdLevel, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     let avx2 = level == SimdLevel::Avx2Fma && simd_level() == SimdLevel::Avx2Fma;
+    let avx512 = avx2 && crate::simd::avx512_usable();
     let n = x.len().min(dy.len()).min(dx.len());
     for_elem_tasks(&mut dx[..n], |off, dxc| {
         let (xc, dyc) = (&x[off..off + dxc.len()], &dy[off..off + dxc.len()]);
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: `avx512` is only true when AVX-512F was detected.
+            return unsafe { avx512::bwd(xc, dyc, dxc) };
+        }
+        let _ = avx512;
         #[cfg(target_arch = "x86_64")]
         if avx2 {
             // SAFETY: `avx2` is only true when AVX2+FMA were detected.
@@ -184,6 +198,129 @@ mod avx2 {
     }
 }
 
+/// The AVX2 code at 16 lanes (AVX-512F), for CPUs that have it (see
+/// `crate::simd::avx512_usable`); the same formulas, lane for lane.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{COEF, EXP_CLAMP, SQRT_2_OVER_PI};
+    use std::arch::x86_64::*;
+
+    /// Lanes per vector.
+    const W: usize = 16;
+
+    /// e^x per lane: `vecmath::avx2::exp` at 16 lanes (Cephes polynomial, 2ⁿ scaling in two
+    /// halves so that it over/underflows as libm does).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(
+            _mm512_set1_ps(-104.0),
+            _mm512_min_ps(_mm512_set1_ps(89.0), x),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_2e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.166_666_65));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+        let r2 = _mm512_mul_ps(r, r);
+        let e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
+        let ni = _mm512_cvtps_epi32(n);
+        let n1 = _mm512_srai_epi32::<1>(ni);
+        let n2 = _mm512_sub_epi32(ni, n1);
+        let bias = _mm512_set1_epi32(127);
+        let s1 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n1, bias)));
+        let s2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n2, bias)));
+        _mm512_mul_ps(_mm512_mul_ps(e, s1), s2)
+    }
+
+    /// e^(−2u) for a vector of x.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp_m2u(x: __m512) -> __m512 {
+        let x2 = _mm512_mul_ps(x, x);
+        let inner = _mm512_fmadd_ps(_mm512_set1_ps(COEF as f32), x2, _mm512_set1_ps(1.0));
+        let m2u = _mm512_mul_ps(
+            _mm512_set1_ps(-2.0 * SQRT_2_OVER_PI as f32),
+            _mm512_mul_ps(x, inner),
+        );
+        exp(_mm512_min_ps(m2u, _mm512_set1_ps(EXP_CLAMP)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fwd_vec(x: __m512) -> __m512 {
+        _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), exp_m2u(x)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn bwd_vec(x: __m512, g: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        let e = exp_m2u(x);
+        let sig = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        let s = SQRT_2_OVER_PI as f32;
+        let du = _mm512_fmadd_ps(
+            _mm512_set1_ps(3.0 * COEF as f32 * s),
+            _mm512_mul_ps(x, x),
+            _mm512_set1_ps(s),
+        );
+        let two_x = _mm512_add_ps(x, x);
+        let t = _mm512_mul_ps(_mm512_mul_ps(two_x, _mm512_mul_ps(e, sig)), du);
+        _mm512_mul_ps(g, _mm512_mul_ps(sig, _mm512_add_ps(one, t)))
+    }
+
+    /// Lanes 0..k of a mask (k < 16).
+    fn tail_mask(k: usize) -> __mmask16 {
+        ((1u32 << k) - 1) as __mmask16
+    }
+
+    // SAFETY (both): the slices hold at least `y.len()` / `dx.len()` elements (the caller
+    // slices them to the same chunk); full vectors stay below n, the masked tail touches
+    // exactly the n − i elements left.
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fwd(x: &[f32], y: &mut [f32]) {
+        let n = y.len();
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let mut i = 0;
+        while i + W <= n {
+            _mm512_storeu_ps(py.add(i), fwd_vec(_mm512_loadu_ps(px.add(i))));
+            i += W;
+        }
+        if i < n {
+            let m = tail_mask(n - i);
+            let v = fwd_vec(_mm512_maskz_loadu_ps(m, px.add(i)));
+            _mm512_mask_storeu_ps(py.add(i), m, v);
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn bwd(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let n = dx.len();
+        let (px, pdy, pdx) = (x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr());
+        let mut i = 0;
+        while i + W <= n {
+            let v = bwd_vec(_mm512_loadu_ps(px.add(i)), _mm512_loadu_ps(pdy.add(i)));
+            _mm512_storeu_ps(pdx.add(i), v);
+            i += W;
+        }
+        if i < n {
+            let m = tail_mask(n - i);
+            let v = bwd_vec(
+                _mm512_maskz_loadu_ps(m, px.add(i)),
+                _mm512_maskz_loadu_ps(m, pdy.add(i)),
+            );
+            _mm512_mask_storeu_ps(pdx.add(i), m, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +356,43 @@ mod tests {
             let mut x: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 5e-4).collect();
             x.extend([-1e4, -100.0, -30.0, -0.0, 0.0, 30.0, 100.0, 1e4]);
             check(level, &x, 1);
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_and_avx512_modules_match_reference() {
+        // `levels()` reaches one x86 module (AVX-512 where the CPU has it): run both directly.
+        let mut x: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 5e-4).collect();
+        x.extend([-1e4, -100.0, -30.0, -0.0, 0.0, 30.0, 100.0, 1e4, 0.3]); // 40010: ragged tail
+        let dy = Rng::new(3).vec(x.len(), -1.0, 1.0);
+        let (mut y64, mut dx64) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        gelu_fwd_ref(&to64(&x), &mut y64);
+        gelu_bwd_ref(&to64(&x), &to64(&dy), &mut dx64);
+        type Fwd = fn(&[f32], &mut [f32]);
+        type Bwd = fn(&[f32], &[f32], &mut [f32]);
+        let mut runs: Vec<(&str, Fwd, Bwd)> = vec![];
+        if simd_level() == SimdLevel::Avx2Fma {
+            // SAFETY (the wrappers): called only when the CPU has the instruction set.
+            runs.push((
+                "avx2",
+                |x, y| unsafe { avx2::fwd(x, y) },
+                |x, g, d| unsafe { avx2::bwd(x, g, d) },
+            ));
+            if is_x86_feature_detected!("avx512f") {
+                runs.push((
+                    "avx512",
+                    |x, y| unsafe { avx512::fwd(x, y) },
+                    |x, g, d| unsafe { avx512::bwd(x, g, d) },
+                ));
+            }
+        }
+        for (name, fwd, bwd) in runs {
+            let (mut y, mut dx) = (vec![9.0; x.len()], vec![9.0; x.len()]);
+            fwd(&x, &mut y);
+            bwd(&x, &dy, &mut dx);
+            assert_close(&format!("gelu {name}"), &y, &y64, 1e-5, 1e-12);
+            assert_close(&format!("gelu bwd {name}"), &dx, &dx64, 1e-5, 1e-7);
         }
     }
 

@@ -125,15 +125,17 @@ pub fn layernorm_fwd_with(
     let (x, y, gamma, beta) = (&x[..n], &mut y[..n], &gamma[..cols], &beta[..cols]);
     let (mean, rstd) = (&mut mean[..rows], &mut rstd[..rows]);
     let rpt = rows_per_task(cols);
+    let stream = streams(y);
     #[allow(clippy::type_complexity)]
     let task = |(t, ((yc, mc), rc)): (usize, ((&mut [f32], &mut [f32]), &mut [f32]))| {
         for (i, yr) in yc.chunks_exact_mut(cols).enumerate() {
             let r = t * rpt + i;
             let xr = &x[r * cols..(r + 1) * cols];
-            let (mu, rs) = fwd_row(level, xr, gamma, beta, eps, yr);
+            let (mu, rs) = fwd_row(level, xr, gamma, beta, eps, yr, stream);
             mc[i] = mu;
             rc[i] = rs;
         }
+        store_fence(stream);
     };
     if use_threads(n) {
         let it = y.par_chunks_mut(rpt * cols).zip(mean.par_chunks_mut(rpt));
@@ -197,6 +199,7 @@ pub fn layernorm_bwd_with(
     let (dy, x, dx, gamma) = (&dy[..n], &x[..n], &mut dx[..n], &gamma[..cols]);
     let (dgamma, dbeta) = (&mut dgamma[..cols], &mut dbeta[..cols]);
     let rpt = rows_per_task(cols);
+    let stream = streams(dx);
     // Per task: [dγ partial | dβ partial].
     let mut partial = vec![0.0f32; rows.div_ceil(rpt) * 2 * cols];
     let task = |(t, (dxc, pc)): (usize, (&mut [f32], &mut [f32]))| {
@@ -205,8 +208,9 @@ pub fn layernorm_bwd_with(
             let r = t * rpt + i;
             let s = r * cols..(r + 1) * cols;
             let (dyr, xr) = (&dy[s.clone()], &x[s]);
-            bwd_row(level, dyr, xr, gamma, mean[r], rstd[r], dxr, pg, pb);
+            bwd_row(level, dyr, xr, gamma, mean[r], rstd[r], dxr, pg, pb, stream);
         }
+        store_fence(stream);
     };
     if use_threads(n) {
         let it = dx
@@ -229,6 +233,31 @@ pub fn layernorm_bwd_with(
     }
 }
 
+/// Outputs at least this large (bytes) are written with non-temporal (streaming) stores: they
+/// cannot stay in the caches anyway (the L3 of the machines measured is 32 MiB, shared by
+/// the inputs), and a streaming store skips the read that a normal store of a line not in
+/// cache costs first (write-allocate): 1 of the 3 (forward) or 4 (backward) row-sized
+/// transfers. Smaller outputs (every layernorm of a GPT training step here) keep normal
+/// stores, so the next op finds them in cache.
+const STREAM_MIN_BYTES: usize = 16 << 20;
+
+/// Whether the row functions write `out` with streaming stores: large enough, and aligned so
+/// that every row starts on a 32-byte boundary (the aligned stores need it).
+fn streams(out: &[f32]) -> bool {
+    std::mem::size_of_val(out) >= STREAM_MIN_BYTES && (out.as_ptr() as usize).is_multiple_of(32)
+}
+
+/// Orders a task's streaming stores before whatever follows (they are weakly ordered).
+fn store_fence(stream: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if stream {
+        // SAFETY: SFENCE is part of SSE, which every x86-64 CPU has.
+        unsafe { std::arch::x86_64::_mm_sfence() };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = stream;
+}
+
 /// The level the row functions use: AVX2 where asked for and present, else scalar (NEON has
 /// no hand-written path yet).
 fn checked(level: SimdLevel) -> SimdLevel {
@@ -238,7 +267,8 @@ fn checked(level: SimdLevel) -> SimdLevel {
     }
 }
 
-/// Normalises one row into `y`; returns (μ, 1/σ).
+/// Normalises one row into `y`; returns (μ, 1/σ). `stream`: see [`streams`] (AVX2 path only;
+/// rows whose length is not a multiple of 8 floats fall back to normal stores).
 fn fwd_row(
     level: SimdLevel,
     x: &[f32],
@@ -246,11 +276,12 @@ fn fwd_row(
     beta: &[f32],
     eps: f32,
     y: &mut [f32],
+    stream: bool,
 ) -> (f32, f32) {
     match level {
         // SAFETY: `checked` only yields Avx2Fma when the CPU has AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => unsafe { avx2::fwd_row(x, gamma, beta, eps, y) },
+        SimdLevel::Avx2Fma => unsafe { avx2::fwd_row(x, gamma, beta, eps, y, stream) },
         _ => {
             let n = x.len() as f32;
             let mu = scalar::sum(x) / n;
@@ -275,11 +306,12 @@ fn bwd_row(
     dx: &mut [f32],
     dg: &mut [f32],
     db: &mut [f32],
+    stream: bool,
 ) {
     match level {
         // SAFETY: `checked` only yields Avx2Fma when the CPU has AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => unsafe { avx2::bwd_row(dy, x, gamma, mu, rs, dx, dg, db) },
+        SimdLevel::Avx2Fma => unsafe { avx2::bwd_row(dy, x, gamma, mu, rs, dx, dg, db, stream) },
         _ => {
             let n = x.len() as f32;
             let (mut sg, mut sgx) = (0.0f32, 0.0f32);
@@ -313,8 +345,11 @@ mod avx2 {
         beta: &[f32],
         eps: f32,
         y: &mut [f32],
+        stream: bool,
     ) -> (f32, f32) {
         let n = x.len();
+        // Aligned streaming stores need every vector at a 32-byte boundary.
+        let stream = stream && n.is_multiple_of(W) && (y.as_ptr() as usize).is_multiple_of(32);
         let mu = sum(x) / n as f32;
         let rs = 1.0 / (sum_sq_dev(x, mu) / n as f32 + eps).sqrt();
         let (muv, rsv) = (_mm256_set1_ps(mu), _mm256_set1_ps(rs));
@@ -325,7 +360,11 @@ mod avx2 {
         while i + W <= n {
             let xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(px.add(i)), muv), rsv);
             let o = _mm256_fmadd_ps(xhat, _mm256_loadu_ps(pg.add(i)), _mm256_loadu_ps(pb.add(i)));
-            _mm256_storeu_ps(py.add(i), o);
+            if stream {
+                _mm256_stream_ps(py.add(i), o);
+            } else {
+                _mm256_storeu_ps(py.add(i), o);
+            }
             i += W;
         }
         if i < n {
@@ -352,8 +391,11 @@ mod avx2 {
         dx: &mut [f32],
         dg: &mut [f32],
         db: &mut [f32],
+        stream: bool,
     ) {
         let n = x.len();
+        // Aligned streaming stores need every vector at a 32-byte boundary.
+        let stream = stream && n.is_multiple_of(W) && (dx.as_ptr() as usize).is_multiple_of(32);
         let (muv, rsv) = (_mm256_set1_ps(mu), _mm256_set1_ps(rs));
         let (pdy, px, pgam) = (dy.as_ptr(), x.as_ptr(), gamma.as_ptr());
         let (pdx, pdg, pdb) = (dx.as_mut_ptr(), dg.as_mut_ptr(), db.as_mut_ptr());
@@ -396,7 +438,11 @@ mod avx2 {
             let xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(px.add(i)), muv), rsv);
             let g = _mm256_mul_ps(_mm256_loadu_ps(pdy.add(i)), _mm256_loadu_ps(pgam.add(i)));
             let t = _mm256_fnmadd_ps(xhat, mgx, _mm256_sub_ps(g, mg));
-            _mm256_storeu_ps(pdx.add(i), _mm256_mul_ps(rsv, t));
+            if stream {
+                _mm256_stream_ps(pdx.add(i), _mm256_mul_ps(rsv, t));
+            } else {
+                _mm256_storeu_ps(pdx.add(i), _mm256_mul_ps(rsv, t));
+            }
             i += W;
         }
         if i < n {
@@ -462,6 +508,61 @@ mod tests {
         let sum_scale = rows as f64;
         assert_close(&format!("dgamma {ctx}"), &dg, &dg64, 1e-5, 2e-6 * sum_scale);
         assert_close(&format!("dbeta {ctx}"), &db, &db64, 1e-5, 2e-6 * sum_scale);
+    }
+
+    #[test]
+    fn streaming_stores_give_the_same_rows_as_normal_stores() {
+        // An output of 16 MiB, 32-byte aligned, is written with streaming stores; its rows must
+        // be bit for bit those of the same rows run alone (small: normal stores).
+        let (rows, cols) = (STREAM_MIN_BYTES / 4 / 512, 512);
+        let n = rows * cols;
+        let mut rng = Rng::new(11);
+        let (x, dy) = (rng.vec(n, -2.0, 2.0), rng.vec(n, -1.0, 1.0));
+        let (gamma, beta) = (rng.vec(cols, 0.5, 1.5), rng.vec(cols, -0.5, 0.5));
+        let aligned = |buf: &mut Vec<f32>| {
+            let off = buf.as_ptr().align_offset(32);
+            off..off + n
+        };
+        let (mut ybuf, mut dxbuf) = (vec![0.0; n + 8], vec![0.0; n + 8]);
+        let (ry, rdx) = (aligned(&mut ybuf), aligned(&mut dxbuf));
+        let (y, dx) = (&mut ybuf[ry], &mut dxbuf[rdx]);
+        assert!(streams(y) && streams(dx));
+        let (mut mean, mut rstd) = (vec![0.0; rows], vec![0.0; rows]);
+        let (mut dg, mut db) = (vec![0.0; cols], vec![0.0; cols]);
+        layernorm_fwd(&x, &gamma, &beta, rows, cols, 1e-5, y, &mut mean, &mut rstd);
+        layernorm_bwd(
+            &dy, &x, &gamma, &mean, &rstd, rows, cols, dx, &mut dg, &mut db,
+        );
+        for r in [0, 1, rows / 2, rows - 1] {
+            let s = r * cols..(r + 1) * cols;
+            let (mut y1, mut m1, mut r1) = (vec![0.0; cols], [0.0], [0.0]);
+            layernorm_fwd(
+                &x[s.clone()],
+                &gamma,
+                &beta,
+                1,
+                cols,
+                1e-5,
+                &mut y1,
+                &mut m1,
+                &mut r1,
+            );
+            let (mut dx1, mut dg1, mut db1) = (vec![0.0; cols], vec![0.0; cols], vec![0.0; cols]);
+            layernorm_bwd(
+                &dy[s.clone()],
+                &x[s.clone()],
+                &gamma,
+                &m1,
+                &r1,
+                1,
+                cols,
+                &mut dx1,
+                &mut dg1,
+                &mut db1,
+            );
+            assert_eq!(&y[s.clone()], &y1[..], "y row {r}");
+            assert_eq!(&dx[s], &dx1[..], "dx row {r}");
+        }
     }
 
     #[test]

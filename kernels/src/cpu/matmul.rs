@@ -170,10 +170,12 @@ const BLOCKING_12X32: Blocking = Blocking {
 /// machine 128³ and 256×64×256 ran no faster on 2 threads than on 1.
 const PAR_MIN_FLOPS: usize = 1 << 24;
 
-/// A packed B block smaller than this many floats (1 MiB) is packed by one thread: a second
-/// parallel region per k block costs more than it saves there (256³ measured 5–20% faster
-/// packing B on one thread; larger blocks were even or better packed in parallel).
-const PAR_PACK_B_MIN: usize = 1 << 18;
+/// A packed B block smaller than this many floats (400 KB) is packed by one thread: a second
+/// parallel region per k block costs more than it saves there (256³, a 64K-float block,
+/// measured 5–20% faster packing B on one thread). Was 1 MiB: then the weight-gradient GEMMs
+/// of the demo train step (xᵀ·dy, k = 2048 rows in six 342×384 blocks of 131K floats)
+/// packed all of dy on the calling thread while the other waited — 4% of the step's samples.
+const PAR_PACK_B_MIN: usize = 100_000;
 
 /// A microkernel for MR×NR tiles: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over
 /// `kc` steps, with C row-major (unit column stride, row stride `rsc`). `beta == 0` means C
@@ -210,7 +212,15 @@ fn pack_a<const MR: usize>(
         if rows < MR {
             panel.fill(0.0);
         }
-        if csa == 1 {
+        if csa == 1 && rows == MR && MR.is_multiple_of(4) && avx_available() {
+            // Row-major A, full panel: 4×8 transposes in registers.
+            // SAFETY: AVX is present (checked); the panel holds kc·MR floats and each row
+            // `row0 + i` (i < MR) has kc floats from column p0 (the caller's bounds).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx::pack_a_rows::<MR>(panel, &a[row0 * rsa + p0..], rsa, kc)
+            };
+        } else if csa == 1 {
             // Row-major A: read each row contiguously.
             for i in 0..rows {
                 let src = &a[(row0 + i) * rsa + p0..][..kc];
@@ -222,9 +232,78 @@ fn pack_a<const MR: usize>(
             // Column-major (transposed) A or general strides: read down each column.
             for (p, out) in panel.chunks_exact_mut(MR).enumerate() {
                 let base = row0 * rsa + (p0 + p) * csa;
-                for (i, o) in out[..rows].iter_mut().enumerate() {
-                    *o = a[base + i * rsa];
+                if rsa == 1 && rows == MR {
+                    // Column-major A (a transposed operand): each step is a contiguous copy
+                    // of a length known at compile time (no memmove call).
+                    let src: &[f32; MR] = a[base..base + MR].try_into().expect("MR floats");
+                    out.copy_from_slice(src);
+                } else {
+                    for (i, o) in out[..rows].iter_mut().enumerate() {
+                        *o = a[base + i * rsa];
+                    }
                 }
+            }
+        }
+    }
+}
+
+/// Whether the AVX packing path may run (x86-64 with AVX2; never on other targets).
+fn avx_available() -> bool {
+    cfg!(target_arch = "x86_64") && simd_level() == SimdLevel::Avx2Fma
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+
+    /// Packs MR rows (MR a multiple of 4) of a row-major A into one `kc×MR` panel (also a
+    /// column-major B into a `kc×NR` panel, its columns as the rows): `a` starts
+    /// at the panel's first element, rows `rsa` apart; `panel[p·MR + i] = a[i·rsa + p]`.
+    /// Blocks of 4 rows × 8 columns are transposed in registers (two 4×4 transposes, one per
+    /// 128-bit lane), so each step writes 4 contiguous floats instead of one.
+    ///
+    /// # Safety
+    /// The CPU has AVX; `panel` holds `kc·MR` floats; `a[i·rsa + p]` is in bounds for
+    /// i < MR, p < kc.
+    #[target_feature(enable = "avx")]
+    pub unsafe fn pack_a_rows<const MR: usize>(
+        panel: &mut [f32],
+        a: &[f32],
+        rsa: usize,
+        kc: usize,
+    ) {
+        assert!(panel.len() >= kc * MR && a.len() >= (MR - 1) * rsa + kc);
+        let (src, dst) = (a.as_ptr(), panel.as_mut_ptr());
+        let mut p = 0;
+        // SAFETY: p + 8 <= kc and i + 3 < MR, so every load is inside row i..i+3 of the
+        // asserted source and every store inside steps p..p+8 of the panel.
+        unsafe {
+            while p + 8 <= kc {
+                for i in (0..MR).step_by(4) {
+                    let r = |k: usize| _mm256_loadu_ps(src.add((i + k) * rsa + p));
+                    let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+                    let t0 = _mm256_unpacklo_ps(r0, r1); // a0[0] a1[0] a0[1] a1[1] | cols 4,5
+                    let t1 = _mm256_unpackhi_ps(r0, r1); // a0[2] a1[2] a0[3] a1[3] | cols 6,7
+                    let t2 = _mm256_unpacklo_ps(r2, r3);
+                    let t3 = _mm256_unpackhi_ps(r2, r3);
+                    // Column j (low lane) and column j + 4 (high lane) of the 4 rows.
+                    let cols = [
+                        _mm256_shuffle_ps::<0x44>(t0, t2),
+                        _mm256_shuffle_ps::<0xEE>(t0, t2),
+                        _mm256_shuffle_ps::<0x44>(t1, t3),
+                        _mm256_shuffle_ps::<0xEE>(t1, t3),
+                    ];
+                    for (j, c) in cols.into_iter().enumerate() {
+                        _mm_storeu_ps(dst.add((p + j) * MR + i), _mm256_castps256_ps128(c));
+                        _mm_storeu_ps(dst.add((p + j + 4) * MR + i), _mm256_extractf128_ps::<1>(c));
+                    }
+                }
+                p += 8;
+            }
+        }
+        for p in p..kc {
+            for i in 0..MR {
+                panel[p * MR + i] = a[i * rsa + p];
             }
         }
     }
@@ -249,7 +328,16 @@ fn pack_b_panel<const NR: usize>(
     if cols < NR {
         dst.fill(0.0);
     }
-    if rsb == 1 && csb != 1 {
+    if rsb == 1 && csb != 1 && cols == NR && NR.is_multiple_of(4) && avx_available() {
+        // Column-major (transposed) B, full panel: the same register transposes as a
+        // row-major A panel (B's columns play A's rows).
+        // SAFETY: AVX is present (checked); `dst` holds kc·NR floats and column `j0 + j`
+        // (j < NR) has kc floats from row p0 (the caller's bounds).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx::pack_a_rows::<NR>(dst, &b[j0 * csb + p0..], csb, kc)
+        };
+    } else if rsb == 1 && csb != 1 {
         // Column-major (transposed) B: read each column contiguously.
         for j in 0..cols {
             let src = &b[(j0 + j) * csb + p0..][..kc];
@@ -260,7 +348,12 @@ fn pack_b_panel<const NR: usize>(
     } else {
         for (p, out) in dst.chunks_exact_mut(NR).take(kc).enumerate() {
             let base = (p0 + p) * rsb + j0 * csb;
-            if csb == 1 {
+            if csb == 1 && cols == NR {
+                // A full row of the panel: a copy of a length known at compile time (no
+                // memmove call per row).
+                let src: &[f32; NR] = b[base..base + NR].try_into().expect("NR floats");
+                out.copy_from_slice(src);
+            } else if csb == 1 {
                 out[..cols].copy_from_slice(&b[base..base + cols]);
             } else {
                 for (j, o) in out[..cols].iter_mut().enumerate() {
@@ -717,6 +810,11 @@ fn sgemm_with(
             isa, threads, n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc,
         );
     }
+    if m <= GEMV_MAX_M && csc == 1 && (csb == 1 || rsb == 1) {
+        return gemv(
+            threads, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc,
+        );
+    }
     let nthreads = if threads && flops(m, k, n) >= PAR_MIN_FLOPS && strides_disjoint(m, n, rsc, csc)
     {
         rayon::current_num_threads()
@@ -761,6 +859,111 @@ fn sgemm_with(
             ),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV path: a few rows of A (token-by-token decoding, a batch of one). Packing B and running
+// MR-row tiles would read all of B to fill mostly-zero tiles; instead B is streamed once,
+// straight from its own layout, each element of C summed over k in order by one task.
+// ---------------------------------------------------------------------------------------------
+
+/// Rows of A at or below which [`sgemm`] takes the GEMV path.
+const GEMV_MAX_M: usize = 4;
+/// Columns of C per GEMV task when B's rows are contiguous (an m×256 accumulator in L1).
+const GEMV_COLS: usize = 256;
+/// Columns of C per GEMV task when B's columns are contiguous (one dot product each).
+const GEMV_DOTS: usize = 64;
+/// Below this many elements of B a GEMV runs on the calling thread.
+const GEMV_PAR_MIN: usize = 1 << 16;
+
+/// C = alpha·A·B + beta·C for m ≤ [`GEMV_MAX_M`] rows, unit column stride in C, and B with
+/// either contiguous rows (`csb == 1`: C rows accumulate alpha-free sums of B rows, an axpy per
+/// step of k) or contiguous columns (`rsb == 1`: a dot product per element of C). Columns of C
+/// are split into tasks; every element is summed over k in the same order whatever the thread
+/// count. Slice lengths were checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn gemv(
+    threads: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: &[f32],
+    rsa: usize,
+    csa: usize,
+    b: &[f32],
+    rsb: usize,
+    csb: usize,
+    beta: f32,
+    c: &mut [f32],
+    rsc: usize,
+) {
+    // A's rows gathered contiguous (at most 4·k floats).
+    let arows: Vec<f32> = (0..m)
+        .flat_map(|i| (0..k).map(move |p| a[i * rsa + p * csa]))
+        .collect();
+    let cp = CPtr(c.as_mut_ptr());
+    let rows_along_n = csb == 1;
+    let width = if rows_along_n { GEMV_COLS } else { GEMV_DOTS };
+    let task = |t: usize| {
+        let (j0, j1) = (t * width, n.min((t + 1) * width));
+        let mut acc = [[0.0f32; GEMV_COLS]; GEMV_MAX_M];
+        if rows_along_n {
+            for p in 0..k {
+                let brow = &b[p * rsb + j0..p * rsb + j1];
+                for (i, acc_i) in acc.iter_mut().enumerate().take(m) {
+                    let s = arows[i * k + p];
+                    for (x, &y) in acc_i.iter_mut().zip(brow) {
+                        *x += s * y;
+                    }
+                }
+            }
+        } else {
+            for (i, acc_i) in acc.iter_mut().enumerate().take(m) {
+                let ai = &arows[i * k..(i + 1) * k];
+                for (x, j) in acc_i.iter_mut().zip(j0..j1) {
+                    *x = dot(ai, &b[j * csb..j * csb + k]);
+                }
+            }
+        }
+        for (i, acc_i) in acc.iter().enumerate().take(m) {
+            for (jj, &v) in acc_i[..j1 - j0].iter().enumerate() {
+                // SAFETY: (i, j0 + jj) is inside the m×n C (unit column stride) the caller
+                // checked; tasks own disjoint column ranges, so no two write one element.
+                unsafe {
+                    let dst = cp.get().add(i * rsc + j0 + jj);
+                    *dst = if beta == 0.0 {
+                        alpha * v
+                    } else {
+                        alpha * v + beta * *dst
+                    };
+                }
+            }
+        }
+    };
+    let tasks = n.div_ceil(width);
+    if threads && tasks > 1 && k * n >= GEMV_PAR_MIN && strides_disjoint(m, n, rsc, 1) {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+/// Σ x·y with 8 independent partial sums (a fixed order the compiler may vectorise).
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (xr, yr) = (xc.remainder(), yc.remainder());
+    for (a, b) in xc.zip(yc) {
+        for l in 0..8 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (&a, &b) in xr.iter().zip(yr) {
+        s += a * b;
+    }
+    s
 }
 
 /// One GEMM problem, validated by [`sgemm_with`]: C = alpha·A·B + beta·C with C reached
@@ -822,14 +1025,26 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize>(
 
                 // Split m into row blocks of at most mc rows (a multiple of MR), as many as
                 // the threads need; if there are fewer blocks than threads, also split the
-                // B panels (the jr loop) between them.
+                // B panels (the jr loop) between them. When m fits in one row block per
+                // thread, split the columns instead if that balances the tiles better: rows
+                // cut in whole MR panels can divide unevenly (128 rows = 6 + 5 panels of 12),
+                // columns of NR panels evenly (768 = 12 + 12 panels of 32). Each C element is
+                // still computed whole by one task: the same bits for any split.
                 let mut blocks = m.div_ceil(blk.mc);
+                let mut jsplits = 1;
                 if nthreads > 1 {
-                    blocks = blocks.next_multiple_of(nthreads).min(m.div_ceil(MR));
+                    let mpanels = m.div_ceil(MR);
+                    let by_rows = mpanels.div_ceil(nthreads) * npanels;
+                    let by_cols = npanels.div_ceil(nthreads) * mpanels;
+                    if blocks <= nthreads && by_cols < by_rows {
+                        jsplits = nthreads;
+                    } else {
+                        blocks = blocks.next_multiple_of(nthreads).min(mpanels);
+                    }
                 }
                 let mc = m.div_ceil(blocks).next_multiple_of(MR);
                 let blocks = m.div_ceil(mc);
-                let jsplits = nthreads.div_ceil(blocks).min(npanels);
+                let jsplits = jsplits.max(nthreads.div_ceil(blocks)).min(npanels);
                 let per_split = npanels.div_ceil(jsplits);
                 let task = |t: usize| {
                     let (ib, js) = (t / jsplits, t % jsplits);
@@ -1230,6 +1445,50 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn gemv_path_matches_reference() {
+        // m ≤ GEMV_MAX_M with B row-major (axpy form) and transposed (dot form), A either
+        // way; n spans several GEMV tasks and k·n is large enough to thread.
+        for m in 1..=GEMV_MAX_M {
+            for (k, n) in [(1, 1), (7, 300), (129, 517), (300, 1030)] {
+                for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let case = Case::dense(m, k, n, ta, tb);
+                    check(
+                        &case,
+                        Isa::detected(),
+                        true,
+                        Some(f32::NAN),
+                        (m * k + n) as u64,
+                    );
+                    let mut acc = case;
+                    acc.alpha = 0.5;
+                    acc.beta = -1.5;
+                    check(&acc, Isa::detected(), true, None, (m + k * n) as u64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_path_is_thread_count_independent() {
+        let (m, k, n) = (3, 500, 2000);
+        let a = random_vec(m * k, 1);
+        let b = random_vec(k * n, 2);
+        let run = |threads: usize, tb: bool| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut c = vec![0.0f32; m * n];
+            let (rsb, csb) = if tb { (1, k) } else { (n, 1) };
+            pool.install(|| sgemm(m, k, n, 1.0, &a, k, 1, &b, rsb, csb, 0.0, &mut c, n, 1));
+            c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        for tb in [false, true] {
+            assert_eq!(run(1, tb), run(2, tb));
         }
     }
 

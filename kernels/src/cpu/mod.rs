@@ -6,6 +6,7 @@ pub mod attention;
 pub mod crossentropy;
 pub mod gelu;
 pub mod layernorm;
+pub mod linear;
 pub mod matmul;
 pub mod softmax;
 #[cfg(test)]

@@ -152,7 +152,9 @@ impl PipelineConfig {
                 ..SftConfig::default()
             },
             sft_demos: 0,
-            collect_prompts: 1000,
+            // 1,500 rankings (each train prompt about twice): with 1,000 the reward model's
+            // held-out accuracy was 69.1%, with 1,500 71.5% (measured 2026-11-29).
+            collect_prompts: 1500,
             collect_heldout_prompts: 167,
             k: 6,
             k_from_pretrained: 2,

@@ -50,10 +50,6 @@ pub struct PipelineConfig {
     pub shape: ModelShape,
     pub pretrain: TrainConfig,
     pub sft: SftConfig,
-    /// How many train prompts get a demonstration for SFT (0 = all). The rest are left to the
-    /// rankings and PPO, as in InstructGPT, whose SFT set (13k prompts) was smaller than and
-    /// apart from its PPO set (31k).
-    pub sft_demos: usize,
     /// Rankings collected on train prompts for the reward model (prompts are reused, with
     /// fresh answers, when this exceeds their number).
     pub collect_prompts: usize,
@@ -151,7 +147,6 @@ impl PipelineConfig {
                 dropout: 0.1,
                 ..SftConfig::default()
             },
-            sft_demos: 0,
             // 1,500 rankings (each train prompt about twice): with 1,000 the reward model's
             // held-out accuracy was 69.1%, with 1,500 71.5% (measured 2026-11-29).
             collect_prompts: 1500,
@@ -293,10 +288,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     let corpus = crate::corpus::corpus(config.world_seed, config.corpus_bytes);
     let corpus_path = world_dir.join("corpus.txt");
     checkpoint::write_atomic(&corpus_path, corpus.as_bytes())?;
-    let mut train_demos = world.demonstrations(Split::Train);
-    if config.sft_demos > 0 {
-        train_demos.truncate(config.sft_demos);
-    }
+    let train_demos = world.demonstrations(Split::Train);
     let heldout_demos = world.demonstrations(Split::Heldout);
     let mut heldout = world.prompts(Split::Heldout).to_vec();
     if config.eval_prompts > 0 {
@@ -617,14 +609,19 @@ fn reuse_pretrained(from: &Path, pre_dir: &Path, on: &mut impl FnMut(Event)) -> 
             .is_some_and(|a| b.canonicalize().ok() == Some(a))
     };
     if !same(from, pre_dir) {
-        let _ = std::fs::remove_dir_all(pre_dir);
-        std::fs::create_dir_all(pre_dir).map_err(io(pre_dir))?;
+        // List the source first: a wrong folder must fail before the old copy is removed.
+        let mut files = Vec::new();
         for entry in std::fs::read_dir(from).map_err(io(from))? {
             let path = entry.map_err(io(from))?.path();
             if path.is_file() {
-                let to = pre_dir.join(path.file_name().expect("a file has a name"));
-                std::fs::copy(&path, &to).map_err(io(&path))?;
+                files.push(path);
             }
+        }
+        let _ = std::fs::remove_dir_all(pre_dir);
+        std::fs::create_dir_all(pre_dir).map_err(io(pre_dir))?;
+        for path in files {
+            let to = pre_dir.join(path.file_name().expect("a listed file has a name"));
+            std::fs::copy(&path, &to).map_err(io(&path))?;
         }
     }
     let metrics_path = pre_dir.join("metrics.jsonl");
@@ -1042,14 +1039,11 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         .unwrap_or_default();
     let kind_rows: Vec<Vec<String>> = kinds
         .iter()
-        .enumerate()
-        .map(|(i, kind)| {
+        .map(|kind| {
             let mut row = vec![kind.clone()];
             row.extend(s.stages.iter().map(|e| {
-                e.eval
-                    .by_kind
-                    .get(i)
-                    .map_or(String::new(), |k| pct(k.correct))
+                let found = e.eval.by_kind.iter().find(|k| &k.kind == kind);
+                found.map_or(String::new(), |k| pct(k.correct))
             }));
             row
         })

@@ -260,6 +260,8 @@ pub struct Summary {
     pub ppo_final_kl: f64,
     /// The KL coefficient β PPO started with.
     pub ppo_beta: f64,
+    /// PPO-ptx's coefficient γ on the pretraining log-likelihood (0: plain PPO).
+    pub ppo_ptx_coef: f64,
     /// With β = 0: the first and last iterations' reward-model score, KL, and held-out
     /// labeler score at the start and end.
     pub beta_zero: Option<BetaZero>,
@@ -550,6 +552,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         dpo_win_rate_vs_sft,
         ppo_final_kl,
         ppo_beta: config.ppo.kl.beta,
+        ppo_ptx_coef: config.ppo.ptx_coef,
         beta_zero,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -1078,8 +1081,8 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         ],
         vec![
             format!(
-                "KL(PPO ‖ SFT) per answer, last iteration (β = {})",
-                s.ppo_beta
+                "KL(PPO ‖ SFT) per answer, last iteration (β = {}, PPO-ptx γ = {})",
+                s.ppo_beta, s.ppo_ptx_coef
             ),
             format!("{:.3}", s.ppo_final_kl),
         ],

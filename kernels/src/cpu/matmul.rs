@@ -179,11 +179,13 @@ const PAR_PACK_B_MIN: usize = 100_000;
 
 /// A microkernel for MR×NR tiles: `C[0..MR, 0..NR] = alpha · Apanel·Bpanel + beta · C` over
 /// `kc` steps, with C row-major (unit column stride, row stride `rsc`). `beta == 0` means C
-/// is not read.
+/// is not read. Step p of the B panel is the NR floats at `b + p·ldb`: `ldb = NR` for a packed
+/// panel, B's row stride for a panel read in place from a row-major B.
 ///
-/// Safety contract: `a` points to `kc·MR` readable floats, `b` to `kc·NR`, and
-/// `c + i·rsc + j` is writable (and readable when `beta != 0`) for i < MR, j < NR.
-type Microkernel = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, f32, f32);
+/// Safety contract: `a` points to `kc·MR` readable floats, `b + p·ldb` to NR readable floats
+/// for p < kc, and `c + i·rsc + j` is writable (and readable when `beta != 0`) for i < MR,
+/// j < NR.
+type Microkernel = unsafe fn(usize, *const f32, *const f32, usize, *mut f32, usize, f32, f32);
 
 // ---------------------------------------------------------------------------------------------
 // Packing. Packing copies a block into the exact order the microkernel reads it, which makes
@@ -374,24 +376,28 @@ fn pack_b_panel<const NR: usize>(
 ///
 /// # Safety
 /// See [`Microkernel`].
+#[allow(clippy::too_many_arguments)]
 unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     rsc: usize,
     alpha: f32,
     beta: f32,
 ) {
-    // SAFETY: the caller guarantees `kc·MR` floats at `a` and `kc·NR` at `b`.
+    // SAFETY: the caller guarantees `kc·MR` floats at `a` and NR floats at `b + p·ldb` for
+    // every p < kc (so (kc − 1)·ldb + NR in all).
     let (a, b) = unsafe {
         (
             std::slice::from_raw_parts(a, kc * MR),
-            std::slice::from_raw_parts(b, kc * NR),
+            std::slice::from_raw_parts(b, kc.saturating_sub(1) * ldb + NR),
         )
     };
     let mut ab = [[0.0f32; NR]; MR];
-    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+    let b_steps = (0..kc).map(|p| &b[p * ldb..p * ldb + NR]);
+    for (ap, bp) in a.chunks_exact(MR).zip(b_steps) {
         for (row, &ai) in ab.iter_mut().zip(ap) {
             for (acc, &bj) in row.iter_mut().zip(bp) {
                 *acc += ai * bj;
@@ -420,11 +426,13 @@ unsafe fn kernel_scalar<const MR: usize, const NR: usize>(
 /// # Safety
 /// See [`Microkernel`]; additionally the CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_avx2(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     rsc: usize,
     alpha: f32,
@@ -434,7 +442,7 @@ unsafe fn kernel_avx2(
     const MR: usize = AVX2_MR;
     const NR: usize = AVX2_NR;
     // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
-    // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
+    // the NR at each `b + p·ldb` and the MR×NR tile at `c`, which the caller guarantees are valid;
     // the intrinsics need AVX2/FMA, which the caller guarantees the CPU has.
     unsafe {
         for i in 0..MR {
@@ -452,7 +460,7 @@ unsafe fn kernel_avx2(
                 row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
             }
             ap = ap.add(MR);
-            bp = bp.add(NR);
+            bp = bp.add(ldb);
         }
         let va = _mm256_set1_ps(alpha);
         let vb = _mm256_set1_ps(beta);
@@ -482,11 +490,13 @@ unsafe fn kernel_avx2(
 /// # Safety
 /// See [`Microkernel`]; additionally the CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel_avx512(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     rsc: usize,
     alpha: f32,
@@ -496,7 +506,7 @@ unsafe fn kernel_avx512(
     const MR: usize = AVX512_MR;
     const NR: usize = AVX512_NR;
     // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
-    // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
+    // the NR at each `b + p·ldb` and the MR×NR tile at `c`, which the caller guarantees are valid;
     // the intrinsics need AVX-512F, which the caller guarantees the CPU has.
     unsafe {
         for i in 0..MR {
@@ -514,7 +524,7 @@ unsafe fn kernel_avx512(
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }
             ap = ap.add(MR);
-            bp = bp.add(NR);
+            bp = bp.add(ldb);
         }
         let va = _mm512_set1_ps(alpha);
         let vb = _mm512_set1_ps(beta);
@@ -540,11 +550,13 @@ unsafe fn kernel_avx512(
 /// # Safety
 /// See [`Microkernel`]; additionally the CPU must support NEON.
 #[cfg(target_arch = "aarch64")]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "neon")]
 unsafe fn kernel_neon(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     rsc: usize,
     alpha: f32,
@@ -554,7 +566,7 @@ unsafe fn kernel_neon(
     const MR: usize = AVX2_MR;
     const NR: usize = AVX2_NR;
     // SAFETY: all pointer arithmetic and loads below stay within the `kc·MR` floats at `a`,
-    // the `kc·NR` at `b` and the MR×NR tile at `c`, which the caller guarantees are valid;
+    // the NR at each `b + p·ldb` and the MR×NR tile at `c`, which the caller guarantees are valid;
     // the caller guarantees NEON.
     unsafe {
         let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
@@ -573,7 +585,7 @@ unsafe fn kernel_neon(
                 }
             }
             ap = ap.add(MR);
-            bp = bp.add(NR);
+            bp = bp.add(ldb);
         }
         for (i, row) in acc.iter().enumerate() {
             for (q, &r) in row.iter().enumerate() {
@@ -1003,18 +1015,30 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize>(
     // shape, never on the thread count.
     let kc_step = k.div_ceil(k.div_ceil(blk.kc));
     let nc_step = n.div_ceil(n.div_ceil(blk.nc)).next_multiple_of(NR);
+    // Few rows (every B panel serves at most two row blocks) and a row-major B: the
+    // microkernel reads B's rows in place instead of a packed copy, which would cost as much
+    // memory traffic as the product reads (each packed float is used by only m ≤ 2·mc rows).
+    let direct_b = g.csb == 1 && m <= 2 * blk.mc;
     with_scratch(&PACK_B, kc_step * nc_step, |bpack| {
         for jc in (0..n).step_by(nc_step) {
             let nc = nc_step.min(n - jc);
             let npanels = nc.div_ceil(NR);
             for pc in (0..k).step_by(kc_step) {
                 let kc = kc_step.min(k - pc);
-                // Pack the kc×nc block of B, one NR-column panel per chunk.
+                // Pack the kc×nc block of B, one NR-column panel per chunk — except, when B
+                // is read in place, the full panels (only a ragged last one is packed).
                 let bp = &mut bpack[..npanels * kc * NR];
                 let pack = |(q, dst): (usize, &mut [f32])| {
-                    pack_b_panel::<NR>(dst, g.b, g.rsb, g.csb, pc, kc, jc + q * NR, nc - q * NR)
+                    if !direct_b || nc - q * NR < NR {
+                        pack_b_panel::<NR>(dst, g.b, g.rsb, g.csb, pc, kc, jc + q * NR, nc - q * NR)
+                    }
                 };
-                if nthreads > 1 && bp.len() >= PAR_PACK_B_MIN {
+                if direct_b {
+                    bp.chunks_mut(kc * NR)
+                        .enumerate()
+                        .skip(npanels - 1)
+                        .for_each(pack);
+                } else if nthreads > 1 && bp.len() >= PAR_PACK_B_MIN {
                     bp.par_chunks_mut(kc * NR).enumerate().for_each(pack);
                 } else {
                     bp.chunks_mut(kc * NR).enumerate().for_each(pack);
@@ -1066,6 +1090,7 @@ unsafe fn gemm_blocked<const MR: usize, const NR: usize>(
                                 kc,
                                 apack,
                                 bp,
+                                direct_b.then_some(pc),
                                 i0,
                                 mcb,
                                 jc,
@@ -1100,6 +1125,7 @@ unsafe fn macro_kernel<const MR: usize, const NR: usize>(
     kc: usize,
     apack: &[f32],
     bpack: &[f32],
+    direct_b: Option<usize>,
     i0: usize,
     mcb: usize,
     jc: usize,
@@ -1108,9 +1134,15 @@ unsafe fn macro_kernel<const MR: usize, const NR: usize>(
 ) {
     let (rsc, csc, alpha) = (g.rsc, g.csc, g.alpha);
     for q in panels {
-        let bpanel = &bpack[q * kc * NR..][..kc * NR];
         let j = jc + q * NR;
         let nr = NR.min(g.n - j);
+        // The panel's first step and the distance between steps: B itself (rows k = pc ..,
+        // columns j .. j + NR) when it is read in place and the panel is full, else the
+        // packed copy.
+        let (bpanel, ldb) = match direct_b {
+            Some(pc) if nr == NR => (&g.b[pc * g.rsb + j..], g.rsb),
+            _ => (&bpack[q * kc * NR..][..kc * NR], NR),
+        };
         for (r, apanel) in apack
             .chunks_exact(kc * MR)
             .take(mcb.div_ceil(MR))
@@ -1118,20 +1150,32 @@ unsafe fn macro_kernel<const MR: usize, const NR: usize>(
         {
             let i = i0 + r * MR;
             let mr = MR.min(g.m - i);
-            // SAFETY: apanel/bpanel hold kc·MR / kc·NR floats. (i, j) is inside C (i < m,
+            // SAFETY: apanel holds kc·MR floats, bpanel NR floats at each p·ldb, p < kc (a
+            // packed panel, or kc rows of NR columns of B inside its checked span, the panel
+            // being full). (i, j) is inside C (i < m,
             // j < n), so the tile pointer is in bounds, and so is every element written: the
             // whole MR×NR tile for a full tile, else only the mr×nr valid part. The kernel is
             // runnable on this CPU and we have exclusive access to these tiles (caller).
             unsafe {
                 let ct = g.c.get().add(i * rsc + j * csc);
                 if mr == MR && nr == NR && csc == 1 {
-                    kernel(kc, apanel.as_ptr(), bpanel.as_ptr(), ct, rsc, alpha, beta);
+                    kernel(
+                        kc,
+                        apanel.as_ptr(),
+                        bpanel.as_ptr(),
+                        ldb,
+                        ct,
+                        rsc,
+                        alpha,
+                        beta,
+                    );
                 } else {
                     let mut tile = [[0.0f32; NR]; MR];
                     kernel(
                         kc,
                         apanel.as_ptr(),
                         bpanel.as_ptr(),
+                        ldb,
                         tile.as_mut_ptr().cast(),
                         NR,
                         1.0,

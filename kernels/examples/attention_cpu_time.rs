@@ -64,9 +64,11 @@ fn run() {
         cpu = cpu.min(cpu_time() - c0);
     }
     println!(
-        "{what} ({} threads, {}): best wall {:.1} ms ({:.1} GFLOP/s), best cpu {:.1} ms ({:.1} GFLOP/s)",
+        "{what} ({} threads, {}{}): best wall {:.1} ms ({:.1} GFLOP/s), best cpu {:.1} ms ({:.1} GFLOP/s)",
         rayon::current_num_threads(),
         kernels::simd_level(),
+        // Attention has an AVX-512 version, chosen over the AVX2 one where it may run.
+        if kernels::avx512_usable() { ", AVX-512 kernels" } else { "" },
         wall * 1e3,
         flops / wall / 1e9,
         cpu * 1e3,

@@ -16,4 +16,4 @@ pub mod float;
 pub mod simd;
 
 pub use float::Float;
-pub use simd::{simd_level, SimdLevel};
+pub use simd::{avx512_usable, simd_level, SimdLevel};

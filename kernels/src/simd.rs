@@ -61,7 +61,7 @@ fn detect() -> SimdLevel {
 /// Whether the AVX-512 versions of the kernels that have one may run: the CPU has AVX-512F and
 /// the environment variable `FERROCHAT_NO_AVX512` is not set (to compare, or to mimic an
 /// AVX2-only CPU). Detected once.
-pub(crate) fn avx512_usable() -> bool {
+pub fn avx512_usable() -> bool {
     static USABLE: OnceLock<bool> = OnceLock::new();
     *USABLE.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]

@@ -73,8 +73,13 @@ fn print_row(r: &Row) {
 pub fn run(args: Args) -> Result<()> {
     let mut rng = Rng::new(0);
     println!(
-        "SIMD: {} (matmul microkernel: {})   threads: {}   (median of repeats; reference = plain version, xN = how much faster the fast one is)\n",
+        "SIMD: {}{} (matmul microkernel: {})   threads: {}   (median of repeats; reference = plain version, xN = how much faster the fast one is)\n",
         kernels::simd_level(),
+        if kernels::avx512_usable() {
+            ", AVX-512 kernels where they exist"
+        } else {
+            ""
+        },
         matmul::microkernel(),
         rayon::current_num_threads()
     );

@@ -628,20 +628,16 @@ fn reuse_pretrained(from: &Path, pre_dir: &Path, on: &mut impl FnMut(Event)) -> 
             std::fs::copy(&path, &to).map_err(io(&path))?;
         }
     }
-    let metrics_path = pre_dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&metrics_path).map_err(io(&metrics_path))?;
-    let val_loss = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("val_loss").and_then(|x| x.as_f64()))
-        .next_back()
-        .ok_or_else(|| model::Error::Format {
-            path: metrics_path.display().to_string(),
-            msg: format!(
-                "no val_loss line (is {} a pretrain folder?)",
-                from.display()
-            ),
-        })?;
+    let val_loss =
+        metric_values(pre_dir, "val_loss")?
+            .pop()
+            .ok_or_else(|| model::Error::Format {
+                path: pre_dir.join("metrics.jsonl").display().to_string(),
+                msg: format!(
+                    "no val_loss line (is {} a pretrain folder?)",
+                    from.display()
+                ),
+            })?;
     on(Event::Note(format!(
         "pretrained model reused from {} (val loss {val_loss:.3})",
         from.display()
@@ -724,7 +720,8 @@ pub fn run_ppo(
         }
     };
     let mut policy = sft.clone();
-    let world = World::new(config.world_seed);
+    // The gold reward looks each prompt up in the task world; the reward model needs none.
+    let world = (config.ppo_reward == PpoReward::Gold).then(|| World::new(config.world_seed));
     let c = rm.trunk.config.n_embd;
     let head_w = ops::reshape(&rm.score_w, &[c])?;
     // The value head starts as the reward head, bias included (normalisation too).
@@ -779,9 +776,9 @@ pub fn run_ppo(
             .iter()
             .map(|(p, c)| (p.as_str(), c.as_str()))
             .collect();
-        let scores = match config.ppo_reward {
-            PpoReward::Model => score_completions(rm, tok, &pairs, 32)?,
-            PpoReward::Gold => gold_scores(&world, &items)?,
+        let scores = match &world {
+            None => score_completions(rm, tok, &pairs, 32)?,
+            Some(world) => gold_scores(world, &items)?,
         };
         let ref_logprobs = response_logprobs(sft, &rollouts, ppo_config.temperature)
             .map_err(|e| model::Error::Invalid(e.to_string()))?;
@@ -833,12 +830,18 @@ pub fn run_ppo(
 
 /// The held-out labeler scores a PPO run logged, in order.
 fn read_eval_scores(dir: &Path) -> Result<Vec<f64>> {
+    metric_values(dir, "labeler_score")
+}
+
+/// Every value of `key` in stage folder `dir`'s `metrics.jsonl`, in file order (lines without
+/// it, or not JSON, are skipped).
+fn metric_values(dir: &Path, key: &str) -> Result<Vec<f64>> {
     let path = dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("labeler_score").and_then(|s| s.as_f64()))
+        .filter_map(|v| v.get(key).and_then(|s| s.as_f64()))
         .collect())
 }
 

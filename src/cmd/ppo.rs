@@ -37,7 +37,8 @@ pub struct Args {
     /// PPO-ptx coefficient γ on the pretraining log-likelihood (0 = plain PPO).
     #[arg(long, default_value_t = 0.0)]
     pub ptx_coef: f64,
-    /// Pretraining text for PPO-ptx (default: the task world's corpus, 2 MB).
+    /// Pretraining text for PPO-ptx (default: the task world's corpus, as the demo pipeline
+    /// generates it).
     #[arg(long)]
     pub ptx_data: Option<PathBuf>,
     #[arg(long, default_value_t = 1.0)]
@@ -98,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
             Some(path) => {
                 std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))?
             }
-            None => rlhf::corpus::corpus(args.world_seed, 2_000_000),
+            None => rlhf::corpus::corpus(args.world_seed, config.corpus_bytes),
         };
         Some(TokenData {
             train: tok.encode(&text),

@@ -79,7 +79,22 @@ enum Command {
 fn main() {
     keep_freed_memory();
     let cli = Cli::parse();
-    let result = match cli.command {
+    // Worker threads get the main thread's usual 8 MiB of stack, since the command runs on one.
+    // Building the pool fails only if it already exists, and then that one serves.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(8 << 20)
+        .build_global();
+    let result = kernels::cpu::on_worker_thread(|| run(cli.command));
+    if let Err(e) = result {
+        // One line, the whole chain of causes, and a non-zero exit.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs one command (on a rayon worker thread, see `kernels::cpu::on_worker_thread`).
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Gradcheck(args) => cmd::gradcheck::run(args),
         Command::Kernels(args) => cmd::kernels::run(args),
         Command::Eval(args) => cmd::eval::run(args),
@@ -97,10 +112,5 @@ fn main() {
         Command::Label(args) => cmd::label::run(args),
         Command::Sample(args) => cmd::sample::run(args),
         Command::Tokenizer(args) => cmd::tokenizer::run(args),
-    };
-    if let Err(e) = result {
-        // One line, the whole chain of causes, and a non-zero exit.
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
     }
 }

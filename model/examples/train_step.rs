@@ -19,6 +19,11 @@ fn main() {
     // Never return freed pages to the OS, as the ferrochat binary (src/main.rs).
     // SAFETY: setting an option is thread-safe and takes effect for later purges.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // On a rayon worker, as the ferrochat binary runs its commands.
+    kernels::cpu::on_worker_thread(bench);
+}
+
+fn bench() {
     let args: Vec<String> = std::env::args().collect();
     let preset = args.get(1).map(String::as_str).unwrap_or("demo");
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);

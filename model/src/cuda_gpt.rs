@@ -48,6 +48,7 @@ use kernels::cuda::{
 };
 
 use crate::gpt::param_shapes;
+use crate::pretrain::TrainPrecision;
 use crate::{Error, Gpt, GptConfig, Result};
 
 // ----------------------------------------------------------------------------- precisions
@@ -1405,38 +1406,73 @@ fn block_backward<T: Precision>(
     Ok(gpu.add_assign(&mut s.dres, &s.dln_in)?)
 }
 
-// -------------------------------------------------------------------- runtime precision
+// --------------------------------------------------------------------- runtime precision
 
-/// The precision chosen at run time (`--precision`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum PrecisionKind {
-    /// f32 everywhere.
-    #[default]
-    F32,
-    /// bf16 activations and weight copies, f32 master weights, gradients and moments.
-    Bf16,
+/// A [`CudaGpt`] of either precision behind one object-safe interface, for callers that pick
+/// the precision at run time (`ferrochat pretrain --precision`).
+pub trait GpuModel {
+    /// [`CudaGpt::train_step`].
+    #[allow(clippy::too_many_arguments)]
+    fn train_step(
+        &mut self,
+        ids: &[usize],
+        targets: &[i64],
+        batch: usize,
+        seq: usize,
+        lr: f64,
+        opt: &AdamWConfig,
+        max_norm: f64,
+    ) -> Result<GpuStepStats>;
+    /// [`CudaGpt::forward`] (the mean loss; no gradients are computed).
+    fn loss(&mut self, ids: &[usize], targets: &[i64], batch: usize, seq: usize) -> Result<f64>;
+    /// [`CudaGpt::to_cpu`].
+    fn to_cpu(&self) -> Result<Gpt>;
+    /// [`CudaGpt::adamw_state`].
+    fn adamw_state(&self) -> Result<(u64, Vec<(Storage, Storage)>)>;
+    /// [`CudaGpt::set_adamw_state`].
+    fn set_adamw_state(&mut self, step: u64, state: &[(Storage, Storage)]) -> Result<()>;
+    /// The GPU's name and the precision, e.g. "NVIDIA H100 80GB HBM3, bf16".
+    fn describe(&self) -> String;
 }
 
-impl std::str::FromStr for PrecisionKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(PrecisionKind::F32),
-            "bf16" => Ok(PrecisionKind::Bf16),
-            other => Err(Error::Invalid(format!(
-                "unknown precision {other:?} (expected f32 or bf16)"
-            ))),
-        }
+impl<T: Precision> GpuModel for CudaGpt<T> {
+    fn train_step(
+        &mut self,
+        ids: &[usize],
+        targets: &[i64],
+        batch: usize,
+        seq: usize,
+        lr: f64,
+        opt: &AdamWConfig,
+        max_norm: f64,
+    ) -> Result<GpuStepStats> {
+        CudaGpt::train_step(self, ids, targets, batch, seq, lr, opt, max_norm)
+    }
+    fn loss(&mut self, ids: &[usize], targets: &[i64], batch: usize, seq: usize) -> Result<f64> {
+        self.forward(ids, targets, batch, seq)
+    }
+    fn to_cpu(&self) -> Result<Gpt> {
+        CudaGpt::to_cpu(self)
+    }
+    fn adamw_state(&self) -> Result<(u64, Vec<(Storage, Storage)>)> {
+        CudaGpt::adamw_state(self)
+    }
+    fn set_adamw_state(&mut self, step: u64, state: &[(Storage, Storage)]) -> Result<()> {
+        CudaGpt::set_adamw_state(self, step, state)
+    }
+    fn describe(&self) -> String {
+        let name = self.gpu.name().unwrap_or_else(|_| "GPU".into());
+        format!("{name} ({}), {}", self.gpu.arch(), T::NAME)
     }
 }
 
-impl std::fmt::Display for PrecisionKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PrecisionKind::F32 => "f32",
-            PrecisionKind::Bf16 => "bf16",
-        })
-    }
+/// Opens GPU `ordinal` (compiling the kernels) and uploads `model` in `precision`.
+pub fn open(ordinal: usize, precision: TrainPrecision, model: &Gpt) -> Result<Box<dyn GpuModel>> {
+    let gpu = Arc::new(Gpu::new(ordinal)?);
+    Ok(match precision {
+        TrainPrecision::F32 => Box::new(CudaGpt::<f32>::new(gpu, model)?),
+        TrainPrecision::Bf16 => Box::new(CudaGpt::<u16>::new(gpu, model)?),
+    })
 }
 
 #[cfg(test)]
@@ -1444,15 +1480,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn precision_names_parse() {
-        assert_eq!("f32".parse::<PrecisionKind>().unwrap(), PrecisionKind::F32);
-        assert_eq!(
-            "bf16".parse::<PrecisionKind>().unwrap(),
-            PrecisionKind::Bf16
-        );
-        assert!("fp16".parse::<PrecisionKind>().is_err());
-        assert_eq!(PrecisionKind::Bf16.to_string(), "bf16");
-        assert_eq!(<u16 as Precision>::NAME, "bf16");
+    fn precision_names_agree() {
+        assert_eq!(<u16 as Precision>::NAME, TrainPrecision::Bf16.to_string());
+        assert_eq!(<f32 as Precision>::NAME, TrainPrecision::F32.to_string());
     }
 
     #[test]

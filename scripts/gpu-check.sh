@@ -5,12 +5,16 @@
 #
 #   1. finds NVRTC: a CUDA toolkit's libnvrtc if one is on the library path, else the PyPI
 #      wheel nvidia-cuda-nvrtc-cu12 in a venv (as scripts/cuda-check-no-gpu.sh does);
-#   2. builds kernels with --features cuda,cublas (release) and runs kernels/tests/cuda.rs
-#      (every test must really run: a "skipped (no GPU)" line fails this script);
+#   2. builds kernels with --features cuda,cublas (release) and runs kernels/tests/cuda.rs,
+#      then the GPU GPT's tests model/tests/cuda_gpt.rs (forward, every gradient and AdamW
+#      steps against the CPU model, f32 and bf16); every test must really run: a
+#      "skipped (no GPU)" line fails this script;
 #   3. times PyTorch's scaled_dot_product_attention at B8 H12 T1024 D64 (f32 and bf16) when a
 #      Python with torch and CUDA is found (PYTHON, default python3);
 #   4. runs the benchmark example cuda_bench (bf16 GEMM 4096^3 beside cuBLAS, attention beside
-#      SDPA, the memory-bound kernels in GB/s, % of the card's peak) and prints its table last.
+#      SDPA, the memory-bound kernels in GB/s, % of the card's peak) and the GPT-2 124M
+#      training-step benchmark cuda_gpt_bench (B4 x T64 and T1024, bf16; T64 f32: ms/step and
+#      tokens/s), and prints both tables last.
 #
 # Full results: $RESULTS (default target/gpu-check-results.md): GPU, driver, test log, table.
 set -euo pipefail
@@ -49,11 +53,15 @@ if ! cargo build --release -p kernels --features "$FEATURES" --examples --tests 
   FEATURES="cuda"
   cargo build --release -p kernels --features "$FEATURES" --examples --tests
 fi
+cargo build --release -p model --features cuda --examples --tests 2>&1 | tail -3 || echo "FAIL: the GPU GPT (model --features cuda) did not build"
 
 echo "== GPU tests (kernels/tests/cuda.rs)"
 set +e
 cargo test --release -p kernels --features "$FEATURES" --test cuda -- --nocapture --test-threads=1 2>&1 | tee "$LOG"
 test_rc=${PIPESTATUS[0]}
+echo "== GPU GPT tests (model/tests/cuda_gpt.rs)"
+cargo test --release -p model --features cuda --test cuda_gpt -- --nocapture --test-threads=1 2>&1 | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || test_rc=1
 set -e
 if grep -q 'skipped (no GPU)' "$LOG"; then
   echo "FAIL: the GPU tests skipped themselves although a GPU is visible:"
@@ -95,6 +103,13 @@ TORCH_SDPA_MS_F32="$SDPA_F32" TORCH_SDPA_MS_BF16="$SDPA_BF16" \
   || bench_rc=$?
 [ "$bench_rc" -eq 0 ] || echo "(the benchmark failed with exit code $bench_rc)" > "$TABLE"
 
+echo "== GPT-2 124M training step (example cuda_gpt_bench)"
+GPT_TABLE="$(mktemp)"
+gpt_rc=0
+cargo run --release --quiet -p model --features cuda --example cuda_gpt_bench -- "$GPT_TABLE" \
+  || gpt_rc=$?
+[ "$gpt_rc" -eq 0 ] || echo "(the GPT-2 step benchmark failed with exit code $gpt_rc)" >> "$GPT_TABLE"
+
 {
   echo "# scripts/gpu-check.sh — $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
@@ -103,16 +118,20 @@ TORCH_SDPA_MS_F32="$SDPA_F32" TORCH_SDPA_MS_BF16="$SDPA_BF16" \
   echo
   cat "$TABLE"
   echo
+  cat "$GPT_TABLE"
+  echo
   echo '## test log'
   echo '```'
   cat "$LOG"
   echo '```'
 } > "$RESULTS"
-rm -f "$TABLE"
+rm -f "$TABLE" "$GPT_TABLE"
 
 echo
 echo "== done in $(( $(date +%s) - start )) s; full results in $RESULTS"
 echo "GPU tests: $([ "$test_rc" -eq 0 ] && echo passed || echo FAILED)"
 sed -n '/^| kernel/,$p' "$RESULTS" | sed '/^$/q'
 [ "$bench_rc" -eq 0 ] || echo "benchmark: FAILED (exit code $bench_rc)"
-[ "$test_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ]
+sed -n '/^| training step/,$p' "$RESULTS" | sed '/^$/q'
+[ "$gpt_rc" -eq 0 ] || echo "GPT-2 step benchmark: FAILED (exit code $gpt_rc)"
+[ "$test_rc" -eq 0 ] && [ "$bench_rc" -eq 0 ] && [ "$gpt_rc" -eq 0 ]

@@ -293,3 +293,47 @@ fn bad_input_is_one_error_line() {
     ]));
     assert!(e.contains("no-such-run"), "{e}");
 }
+
+/// `--device cuda` on a machine or build without a GPU: one clear error line, a non-zero exit,
+/// before any data is read. A default build says to rebuild with the feature; a `cuda` build on
+/// a machine without a GPU says there is no driver or no GPU.
+#[test]
+fn pretrain_on_a_missing_gpu_is_one_error_line() {
+    if engine::Device::cuda(0).is_ok() {
+        println!("skipped: a GPU is present");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    for device in ["cuda", "cuda:1"] {
+        let e = one_error_line(&ferrochat(&[
+            "pretrain",
+            "--data",
+            "no-such-file.txt",
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            device,
+            "--precision",
+            "bf16",
+        ]));
+        if cfg!(feature = "cuda") {
+            assert!(
+                e.contains("no CUDA driver") || e.contains("no usable CUDA GPU"),
+                "{e}"
+            );
+        } else {
+            assert!(e.contains("rebuild with --features cuda"), "{e}");
+        }
+    }
+    let e = one_error_line(&ferrochat(&[
+        "pretrain",
+        "--data",
+        "no-such-file.txt",
+        "--out",
+        out.to_str().unwrap(),
+        "--precision",
+        "bf16",
+    ]));
+    assert!(e.contains("needs a GPU"), "{e}");
+}

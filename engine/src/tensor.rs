@@ -265,10 +265,16 @@ impl Tensor {
         )
     }
 
-    /// Moves the values to `device`. Only the CPU exists in this build.
+    /// Moves the values to `device`. Tensors live on the CPU in every build (the engine's ops
+    /// are CPU kernels), so a GPU is an error: the GPU path is `model::cuda_gpt`, which copies
+    /// a model's parameters itself.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         match device {
             Device::Cpu => Ok(self.clone()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => Err(Error::Device(format!(
+                "tensors live on the CPU; {device} runs only the GPU GPT (model::cuda_gpt)"
+            ))),
         }
     }
 

@@ -1380,3 +1380,85 @@ fn bf16_activation_kernels_match_reference() {
         "embedding bf16 backward"
     );
 }
+
+#[test]
+fn head_layouts_and_in_place_adds_match_reference() {
+    let Some(gpu) = gpu("head_layouts_and_in_place_adds_match_reference") else {
+        return;
+    };
+    use kernels::cuda::HeadsLayout;
+    let mut rng = Rng::new(77);
+    // (B, H, T, D): a fused q, k, v projection [B, T, 3·H·D] split into heads and back.
+    for (b, h, t, d) in [(1, 1, 1, 1), (2, 3, 37, 16), (3, 2, 5, 64)] {
+        let c = h * d;
+        let rows = rng.vec(b * t * 3 * c, -1.0, 1.0);
+        let drows = gpu.upload(&rows).unwrap();
+        let mut back = gpu.zeros::<f32>(rows.len()).unwrap();
+        for part in 0..3 {
+            let layout = HeadsLayout {
+                batch: b,
+                heads: h,
+                seq: t,
+                head_dim: d,
+                row_len: 3 * c,
+                offset: part * c,
+            };
+            let mut heads = gpu.zeros::<f32>(b * h * t * d).unwrap();
+            gpu.rows_to_heads(&drows, layout, &mut heads).unwrap();
+            let got = gpu.download(&heads).unwrap();
+            // The CPU engine's split: heads[b, h, t, d] = rows[(b·T + t)·3C + part·C + h·D + d].
+            for bi in 0..b {
+                for hi in 0..h {
+                    for ti in 0..t {
+                        for di in 0..d {
+                            let want = rows[(bi * t + ti) * 3 * c + part * c + hi * d + di];
+                            assert_eq!(got[((bi * h + hi) * t + ti) * d + di], want);
+                        }
+                    }
+                }
+            }
+            gpu.heads_to_rows(&heads, layout, &mut back).unwrap();
+            // f32 heads into bf16 rows: the rounding of each value.
+            let mut back16 = gpu.zeros::<u16>(rows.len()).unwrap();
+            gpu.heads_to_rows(&heads, layout, &mut back16).unwrap();
+            let got16 = gpu.download(&back16).unwrap();
+            for (i, &x) in got16.iter().enumerate() {
+                let col = i % (3 * c);
+                if col >= part * c && col < (part + 1) * c {
+                    assert_eq!(x, cuda::f32_to_bf16_bits(rows[i]), "bf16 rows[{i}]");
+                }
+            }
+        }
+        assert_eq!(
+            gpu.download(&back).unwrap(),
+            rows,
+            "split then merge is the identity"
+        );
+        let bad = HeadsLayout {
+            batch: b,
+            heads: h,
+            seq: t,
+            head_dim: d,
+            row_len: 3 * c,
+            offset: 2 * c + 1,
+        };
+        let mut heads = gpu.zeros::<f32>(b * h * t * d).unwrap();
+        assert!(matches!(
+            gpu.rows_to_heads(&drows, bad, &mut heads),
+            Err(CudaError::BadArgument(_))
+        ));
+    }
+    // acc += x and x += bias in place.
+    let (rows, cols) = (7, 45);
+    let a = rng.vec(rows * cols, -1.0, 1.0);
+    let x = rng.vec(rows * cols, -1.0, 1.0);
+    let bias = rng.vec(cols, -1.0, 1.0);
+    let mut da = gpu.upload(&a).unwrap();
+    gpu.add_assign(&mut da, &gpu.upload(&x).unwrap()).unwrap();
+    gpu.add_bias_assign(&mut da, &gpu.upload(&bias).unwrap(), rows, cols)
+        .unwrap();
+    let got = gpu.download(&da).unwrap();
+    for i in 0..rows * cols {
+        assert_eq!(got[i], (a[i] + x[i]) + bias[i % cols], "element {i}");
+    }
+}

@@ -2,10 +2,12 @@
 //! ([`config`]), HF-compatible checkpoints ([`checkpoint`]), KV-cache inference and sampling
 //! ([`generate`]), training on next-token prediction ([`train`]), and the byte-level BPE
 //! [`tokenizer`] (train, save/load in GPT-2's `vocab.json` + `merges.txt` format,
-//! encode/decode).
+//! encode/decode). With the `cuda` feature, [`cuda_gpt`] trains the same GPT on a GPU.
 
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda_gpt;
 pub mod generate;
 pub mod gpt;
 pub mod metrics;
@@ -38,6 +40,11 @@ pub enum Error {
     /// An invalid argument (a prompt longer than the context, a token id out of range...).
     #[error("{0}")]
     Invalid(String),
+    /// A CUDA failure of the GPU GPT (no driver or GPU, a kernel that did not compile, a
+    /// driver error, a launch argument the kernel cannot take).
+    #[cfg(feature = "cuda")]
+    #[error("CUDA: {0}")]
+    Cuda(#[from] kernels::cuda::CudaError),
 }
 
 /// The model crate's result type.

@@ -9,13 +9,13 @@
 
 use std::path::{Path, PathBuf};
 
-use engine::{DType, Rng, Storage, Tensor};
+use engine::{DType, Device, Rng, Storage, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::metrics::MetricsWriter;
 use crate::tokenizer::{Tokenizer, DEFAULT_SPECIAL_TOKENS};
-use crate::train::{evaluate, StepStats, TokenData, TrainConfig, Trainer};
+use crate::train::{evaluate, Batch, StepStats, TokenData, TrainConfig, Trainer};
 use crate::{format_err, io_err, Error, Gpt, GptConfig, Result};
 
 /// The model's shape and dropout for a new run.
@@ -56,6 +56,45 @@ pub struct PretrainOptions {
     /// Stop after this many steps in this invocation (the schedule still spans
     /// `train.steps`), as if the run were interrupted; resume continues it.
     pub stop_after: Option<u64>,
+    /// Where the training steps run: the CPU, or (feature `cuda`) a GPU with the llm.c-style
+    /// trainer of [`crate::cuda_gpt`] (validation on the GPU too; samples and checkpoints
+    /// from the parameters copied back).
+    pub device: Device,
+    /// Arithmetic of the GPU trainer (the CPU trains in f32 only).
+    pub precision: TrainPrecision,
+}
+
+/// The arithmetic of a GPU training run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TrainPrecision {
+    /// f32 everywhere.
+    #[default]
+    F32,
+    /// Mixed precision: bf16 activations and weight copies; f32 master weights, gradients and
+    /// AdamW moments.
+    Bf16,
+}
+
+impl std::str::FromStr for TrainPrecision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(TrainPrecision::F32),
+            "bf16" => Ok(TrainPrecision::Bf16),
+            other => Err(Error::Invalid(format!(
+                "unknown precision {other:?} (expected f32 or bf16)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for TrainPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrainPrecision::F32 => "f32",
+            TrainPrecision::Bf16 => "bf16",
+        })
+    }
 }
 
 /// What the loop reports as it goes (the CLI draws a progress bar from these).
@@ -82,6 +121,8 @@ pub enum Event {
     Sample { step: u64, text: String },
     /// A checkpoint was written.
     Checkpoint { step: u64 },
+    /// The training steps run on a GPU (its name and the precision).
+    Gpu { description: String },
 }
 
 /// The saved state of the trainer besides the model and the AdamW moments.
@@ -101,6 +142,7 @@ pub const METRICS: &str = "metrics.jsonl";
 
 /// Runs (or resumes) pretraining; returns the final validation loss.
 pub fn run(opts: &PretrainOptions, mut on_event: impl FnMut(Event)) -> Result<f64> {
+    check_device(opts)?;
     let text = std::fs::read_to_string(&opts.data).map_err(io_err(&opts.data))?;
     if text.trim().is_empty() {
         return Err(format_err(&opts.data, "the data file is empty"));
@@ -145,6 +187,12 @@ pub fn run(opts: &PretrainOptions, mut on_event: impl FnMut(Event)) -> Result<f6
         val_tokens: data.val.len(),
     });
 
+    let mut gpu = open_gpu(opts, &model, &trainer)?;
+    if let Some(g) = &gpu {
+        on_event(Event::Gpu {
+            description: gpu_describe(g),
+        });
+    }
     let end = match opts.stop_after {
         Some(n) => (trainer.step + n).min(opts.train.steps),
         None => opts.train.steps,
@@ -155,7 +203,10 @@ pub fn run(opts: &PretrainOptions, mut on_event: impl FnMut(Event)) -> Result<f6
         let batches: Vec<_> = (0..opts.train.grad_accum.max(1))
             .map(|_| data.random_batch(&mut rng, opts.train.batch_size, seq))
             .collect();
-        let stats = trainer.step(&mut model, &batches, &mut rng)?;
+        let stats = match &mut gpu {
+            None => trainer.step(&mut model, &batches, &mut rng)?,
+            Some(g) => gpu_step(g, &mut trainer, &batches)?,
+        };
         let tokens_per_sec = stats.tokens as f64 / started.elapsed().as_secs_f64();
         metrics.write(&serde_json::json!({
             "step": stats.step, "loss": stats.loss, "lr": stats.lr,
@@ -167,11 +218,19 @@ pub fn run(opts: &PretrainOptions, mut on_event: impl FnMut(Event)) -> Result<f6
         });
         let step = trainer.step;
         if every(opts.eval_every, step) || step == opts.train.steps {
-            let val_loss = evaluate(&model, &val)?;
+            let val_loss = match &mut gpu {
+                None => evaluate(&model, &val)?,
+                Some(g) => gpu_evaluate(g, &val)?,
+            };
             metrics.write(&serde_json::json!({"step": step, "val_loss": val_loss}))?;
             on_event(Event::Eval { step, val_loss });
         }
-        if every(opts.sample_every, step) {
+        let sampling = every(opts.sample_every, step);
+        let saving = every(opts.checkpoint_every, step) || step == end;
+        if let (Some(g), true) = (&gpu, sampling || saving) {
+            gpu_sync(g, &mut model, &mut trainer)?;
+        }
+        if sampling {
             let text = sample(
                 &model,
                 &tokenizer,
@@ -182,12 +241,141 @@ pub fn run(opts: &PretrainOptions, mut on_event: impl FnMut(Event)) -> Result<f6
             metrics.write(&serde_json::json!({"step": step, "sample": text}))?;
             on_event(Event::Sample { step, text });
         }
-        if every(opts.checkpoint_every, step) || step == end {
+        if saving {
             save_run(&opts.out, &model, &trainer, &rng, opts.seed)?;
             on_event(Event::Checkpoint { step });
         }
     }
-    evaluate(&model, &val)
+    match &mut gpu {
+        None => evaluate(&model, &val),
+        Some(g) => gpu_evaluate(g, &val),
+    }
+}
+
+/// The GPU trainer of a run (feature `cuda`); an uninhabited type in a build without it.
+#[cfg(feature = "cuda")]
+type GpuRun = Box<dyn crate::cuda_gpt::GpuModel>;
+/// The GPU trainer of a run: none can exist in a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+enum GpuRun {}
+
+/// The GPU trainer when `opts.device` is a GPU (its parameters and AdamW state those of
+/// `model` and `trainer`, so a resumed run continues on the GPU), `None` on the CPU.
+/// Checks, before any work, that the run's device, precision and training options go
+/// together: bf16 only on a GPU; on a GPU one batch per step and no dropout.
+fn check_device(opts: &PretrainOptions) -> Result<()> {
+    match opts.device {
+        Device::Cpu if opts.precision != TrainPrecision::F32 => Err(Error::Invalid(format!(
+            "--precision {} needs a GPU (--device cuda); the CPU trains in f32",
+            opts.precision
+        ))),
+        Device::Cpu => Ok(()),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => {
+            if opts.train.grad_accum > 1 {
+                return Err(Error::Invalid(
+                    "the GPU trainer takes one batch per step: use --grad-accum 1 (or a larger --batch-size)".into(),
+                ));
+            }
+            if opts.train.dropout {
+                return Err(Error::Invalid(
+                    "the GPU trainer has no dropout: pass --dropout 0".into(),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The GPU trainer when `opts.device` is a GPU (its parameters and AdamW state those of
+/// `model` and `trainer`, so a resumed run continues on the GPU), `None` on the CPU.
+#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+fn open_gpu(opts: &PretrainOptions, model: &Gpt, trainer: &Trainer) -> Result<Option<GpuRun>> {
+    check_device(opts)?;
+    match opts.device {
+        Device::Cpu => Ok(None),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => {
+            let mut g = crate::cuda_gpt::open(ordinal, opts.precision, model)?;
+            g.set_adamw_state(trainer.opt.step, &trainer.opt.state)?;
+            Ok(Some(g))
+        }
+    }
+}
+
+/// One optimizer step on the GPU at the trainer's scheduled rate.
+#[cfg(feature = "cuda")]
+fn gpu_step(g: &mut GpuRun, trainer: &mut Trainer, batches: &[Batch]) -> Result<StepStats> {
+    let [b] = batches else {
+        return Err(Error::Invalid(
+            "the GPU trainer takes one batch per step".into(),
+        ));
+    };
+    let lr = trainer.lr();
+    let c = &trainer.config;
+    let s = g.train_step(
+        &b.ids,
+        &b.targets,
+        b.batch,
+        b.seq,
+        lr,
+        &c.adamw,
+        c.grad_clip,
+    )?;
+    trainer.step += 1;
+    Ok(StepStats {
+        step: trainer.step,
+        loss: s.loss,
+        grad_norm: s.grad_norm,
+        lr,
+        tokens: b.ids.len(),
+    })
+}
+
+/// Mean loss over `batches`, forward passes on the GPU.
+#[cfg(feature = "cuda")]
+fn gpu_evaluate(g: &mut GpuRun, batches: &[Batch]) -> Result<f64> {
+    if batches.is_empty() {
+        return Err(Error::Invalid("nothing to evaluate".into()));
+    }
+    let mut sum = 0.0;
+    for b in batches {
+        sum += g.loss(&b.ids, &b.targets, b.batch, b.seq)?;
+    }
+    Ok(sum / batches.len() as f64)
+}
+
+/// Copies the GPU's parameters and AdamW state into `model` and `trainer` (before a sample or
+/// a checkpoint).
+#[cfg(feature = "cuda")]
+fn gpu_sync(g: &GpuRun, model: &mut Gpt, trainer: &mut Trainer) -> Result<()> {
+    *model = g.to_cpu()?;
+    let (step, state) = g.adamw_state()?;
+    trainer.opt.step = step;
+    trainer.opt.state = state;
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_describe(g: &GpuRun) -> String {
+    g.describe()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_step(g: &mut GpuRun, _: &mut Trainer, _: &[Batch]) -> Result<StepStats> {
+    match *g {}
+}
+#[cfg(not(feature = "cuda"))]
+fn gpu_evaluate(g: &mut GpuRun, _: &[Batch]) -> Result<f64> {
+    match *g {}
+}
+#[cfg(not(feature = "cuda"))]
+fn gpu_sync(g: &GpuRun, _: &mut Gpt, _: &mut Trainer) -> Result<()> {
+    match *g {}
+}
+#[cfg(not(feature = "cuda"))]
+fn gpu_describe(g: &GpuRun) -> String {
+    match *g {}
 }
 
 /// A config for a new model of `shape` (the vocabulary is at least the tokenizer's).
@@ -337,4 +525,23 @@ fn sample(
     let samples = crate::generate::generate(model, &ids, 1, &cfg)?;
     let new: Vec<u32> = samples[0].tokens.iter().map(|&t| t as u32).collect();
     Ok(format!("{prompt}{}", tok.decode(&new)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_names_parse() {
+        assert_eq!(
+            "f32".parse::<TrainPrecision>().unwrap(),
+            TrainPrecision::F32
+        );
+        assert_eq!(
+            "bf16".parse::<TrainPrecision>().unwrap(),
+            TrainPrecision::Bf16
+        );
+        assert!("fp16".parse::<TrainPrecision>().is_err());
+        assert_eq!(TrainPrecision::Bf16.to_string(), "bf16");
+    }
 }

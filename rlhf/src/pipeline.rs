@@ -597,6 +597,8 @@ fn pretrain_from_scratch(
         checkpoint_every: 0,
         seed: config.seed,
         stop_after: None,
+        device: engine::Device::Cpu,
+        precision: Default::default(),
     };
     // A fresh run each time: an old run's tokenizer or metrics must not leak in.
     let _ = std::fs::remove_dir_all(pre_dir);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use engine::optim::AdamWConfig;
 use indicatif::{ProgressBar, ProgressStyle};
-use model::pretrain::{self, Event, ModelShape, PretrainOptions};
+use model::pretrain::{self, Event, ModelShape, PretrainOptions, TrainPrecision};
 use model::train::TrainConfig;
 
 #[derive(clap::Args)]
@@ -68,6 +68,14 @@ pub struct Args {
     /// `--resume` continues.
     #[arg(long)]
     pub stop_after: Option<u64>,
+    /// Where to train: `cpu`, or `cuda` / `cuda:N` for the GPU trainer (a build with
+    /// `--features cuda` and a GPU; no dropout, --grad-accum 1).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The GPU trainer's arithmetic: `f32`, or `bf16` (bf16 activations and weight copies,
+    /// f32 master weights, gradients and AdamW state; needs a head dimension of 64).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
 }
 
 /// The options of a preset, before flags override them.
@@ -123,6 +131,9 @@ pub fn preset(name: &str) -> Result<(ModelShape, TrainConfig)> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    // The device first: without a GPU (or a cuda build) this is the one-line error.
+    let device = engine::Device::parse(&args.device).map_err(|e| anyhow!("{e}"))?;
+    let precision: TrainPrecision = args.precision.parse().map_err(|e| anyhow!("{e}"))?;
     let (mut shape, mut train) = preset(&args.preset)?;
     if let Some(v) = args.vocab_size {
         shape.vocab_size = v;
@@ -159,6 +170,8 @@ pub fn run(args: Args) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         seed: args.seed,
         stop_after: args.stop_after,
+        device,
+        precision,
     };
     let bar = ProgressBar::hidden();
     let val_loss = pretrain::run(&opts, |event| report(&bar, event)).map_err(|e| anyhow!("{e}"))?;
@@ -213,5 +226,6 @@ fn report(bar: &ProgressBar, event: Event) {
             crate::cmd::say(bar, format!("step {step} sample: {text:?}"))
         }
         Event::Checkpoint { .. } => {}
+        Event::Gpu { description } => crate::cmd::say(bar, format!("training on {description}")),
     }
 }

@@ -8,6 +8,11 @@
 //   sum_rows_f32: out[c] = sum_r x[r, c]           (the bias gradient; deterministic)
 //   sum_partial_f32 + sum_final_f32: out[0] = sum_i x[i]
 //   f32_to_bf16: y = round_to_nearest_even(x)      bf16_to_f32: y = x (exact)
+//   rows_to_heads_f32: heads[b,h,t,d] = rows[(b*T + t)*ld + off + h*D + d]
+//   heads_to_rows_f32: rows[(b*T + t)*ld + off + h*D + d] = heads[b,h,t,d]
+//     (attention's layout changes: GPT-2's fused projection writes q, k, v side by side in
+//     rows of [B, T, 3C] (ld = 3C, off = 0, C, 2C), the attention kernels read [B*H, T, D];
+//     heads_to_rows_f32_to_bf16 also rounds, for the f32 dq/dk/dv of the bf16 attention)
 //
 // Element-wise kernels: a grid-stride loop, one element per thread per step (coalesced).
 // Launch: block = 256, grid = min(ceil(n/256), 4096). out may alias an input (in place).
@@ -104,6 +109,47 @@ __device__ __forceinline__ void sum_partial(const T* __restrict__ x, long long n
 
 ELEMENTWISE_ENTRIES(f32, float)
 ELEMENTWISE_ENTRIES(bf16, bf16_t)
+
+// Attention's layout changes, one element per thread per step of a grid-stride loop over the
+// B*H*T*D elements of the head-major side, i = ((b*H + h)*T + t)*D + d. Consecutive threads
+// take consecutive d, so both sides are read and written in runs of D consecutive elements
+// (coalesced for D >= 32). Launch: block = 256, grid = min(ceil(n/256), 4096).
+__device__ __forceinline__ long long rows_index(long long i, int H, int T, int D, int ld,
+                                                int off) {
+    const int d = (int)(i % D);
+    const long long r = i / D;  // (b*H + h)*T + t
+    const int t = (int)(r % T);
+    const long long bh = r / T;
+    const int h = (int)(bh % H);
+    const long long b = bh / H;
+    return (b * T + t) * (long long)ld + off + (long long)h * D + d;
+}
+
+template <typename S, typename T>
+__device__ __forceinline__ void rows_to_heads(const S* __restrict__ rows, T* __restrict__ heads,
+                                              long long n, int H, int Tn, int D, int ld,
+                                              int off) {
+    GRID_STRIDE(i, n) heads[i] = from_f32<T>(to_f32(rows[rows_index(i, H, Tn, D, ld, off)]));
+}
+
+template <typename S, typename T>
+__device__ __forceinline__ void heads_to_rows(const S* __restrict__ heads, T* __restrict__ rows,
+                                              long long n, int H, int Tn, int D, int ld,
+                                              int off) {
+    GRID_STRIDE(i, n) rows[rows_index(i, H, Tn, D, ld, off)] = from_f32<T>(to_f32(heads[i]));
+}
+
+#define LAYOUT_ENTRY(NAME, FN, S, T)                                                           \
+    extern "C" __global__ void __launch_bounds__(EW_THREADS)                                   \
+        NAME(const S* src, T* dst, long long n, int H, int Tn, int D, int ld, int off) {      \
+        FN<S, T>(src, dst, n, H, Tn, D, ld, off);                                              \
+    }
+
+LAYOUT_ENTRY(rows_to_heads_f32, rows_to_heads, float, float)
+LAYOUT_ENTRY(rows_to_heads_bf16, rows_to_heads, bf16_t, bf16_t)
+LAYOUT_ENTRY(heads_to_rows_f32, heads_to_rows, float, float)
+LAYOUT_ENTRY(heads_to_rows_bf16, heads_to_rows, bf16_t, bf16_t)
+LAYOUT_ENTRY(heads_to_rows_f32_to_bf16, heads_to_rows, float, bf16_t)
 
 // Launch: grid = 1, block = 256.
 extern "C" __global__ void __launch_bounds__(EW_THREADS)

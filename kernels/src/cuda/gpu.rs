@@ -44,25 +44,33 @@ fn arch_name(major: i32, minor: i32) -> &'static str {
     }
 }
 
+/// Whether GPU `ordinal` exists, without opening it or compiling anything: the driver library
+/// loads ([`CudaError::NoDriver`] otherwise) and reports more than `ordinal` devices
+/// ([`CudaError::NoDevice`] otherwise). Returns the number of GPUs. Never panics.
+pub fn probe_device(ordinal: usize) -> Result<usize, CudaError> {
+    if !cuda_available() {
+        return Err(CudaError::NoDriver);
+    }
+    // cuInit fails (e.g. CUDA_ERROR_NO_DEVICE) on a machine with the driver but no GPU.
+    let count = CudaContext::device_count()
+        .map_err(|e| CudaError::NoDevice(format!("the driver reports {e}")))?;
+    if count <= 0 {
+        return Err(CudaError::NoDevice("the driver sees 0 GPUs".into()));
+    }
+    if ordinal >= count as usize {
+        return Err(CudaError::NoDevice(format!(
+            "GPU {ordinal} asked for, the driver sees {count}"
+        )));
+    }
+    Ok(count as usize)
+}
+
 impl Gpu {
     /// Opens GPU `ordinal`, compiles every kernel source for it with NVRTC and loads the
     /// modules. Errors (never panics) when there is no driver, no GPU, no NVRTC, a GPU older
     /// than sm_80, or a kernel that does not compile.
     pub fn new(ordinal: usize) -> Result<Gpu, CudaError> {
-        if !cuda_available() {
-            return Err(CudaError::NoDriver);
-        }
-        // cuInit fails (e.g. CUDA_ERROR_NO_DEVICE) on a machine with the driver but no GPU.
-        let count = CudaContext::device_count()
-            .map_err(|e| CudaError::NoDevice(format!("the driver reports {e}")))?;
-        if count <= 0 {
-            return Err(CudaError::NoDevice("the driver sees 0 GPUs".into()));
-        }
-        if ordinal >= count as usize {
-            return Err(CudaError::NoDevice(format!(
-                "GPU {ordinal} asked for, the driver sees {count}"
-            )));
-        }
+        probe_device(ordinal)?;
         let ctx = CudaContext::new(ordinal)?;
         let (major, minor) = ctx.compute_capability()?;
         if major < 8 {
@@ -129,6 +137,23 @@ impl Gpu {
     /// Copies a host slice to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
         Ok(self.stream.clone_htod(host)?)
+    }
+
+    /// Copies a host slice into an existing device buffer of the same length (a length
+    /// mismatch is [`CudaError::BadArgument`], not cudarc's panic).
+    pub fn upload_into<T: DeviceRepr>(
+        &self,
+        host: &[T],
+        dev: &mut CudaSlice<T>,
+    ) -> Result<(), CudaError> {
+        if host.len() != dev.len() {
+            return Err(CudaError::BadArgument(format!(
+                "upload of {} elements into a device buffer of {}",
+                host.len(),
+                dev.len()
+            )));
+        }
+        Ok(self.stream.memcpy_htod(host, dev)?)
     }
 
     /// Copies a device buffer to a new host vector (waits for the queued work).

@@ -21,8 +21,11 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 mod gpu;
 mod ops;
 
-pub use gpu::{bf16_bits_to_f32, f32_to_bf16_bits, Gpu};
-pub use ops::{Bf16Operand, DeviceFloat, EmbeddingGroups, Strides};
+/// cudarc's device buffer, the type every launch takes (re-exported so callers need no cudarc
+/// dependency of their own).
+pub use cudarc::driver::CudaSlice;
+pub use gpu::{bf16_bits_to_f32, f32_to_bf16_bits, probe_device, Gpu};
+pub use ops::{Bf16Operand, DeviceFloat, EmbeddingGroups, HeadsLayout, Strides};
 
 /// One kernel family: a CUDA C source file and the `extern "C"` kernels it defines.
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +143,11 @@ pub const SOURCES: &[KernelSource] = &[
             "sum_final_f32",
             "f32_to_bf16",
             "bf16_to_f32",
+            "rows_to_heads_f32",
+            "rows_to_heads_bf16",
+            "heads_to_rows_f32",
+            "heads_to_rows_bf16",
+            "heads_to_rows_f32_to_bf16",
         ],
     },
     KernelSource {

@@ -7,7 +7,7 @@
 use super::gpu::cfg;
 use super::{CudaError, Gpu};
 use crate::cpu::adamw::AdamWStep;
-use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, DevicePtrMut, DeviceRepr, PushKernelArg, ValidAsZeroBits};
 
 type Result<T> = std::result::Result<T, CudaError>;
 
@@ -47,6 +47,54 @@ pub struct Bf16Operand {
     pub ld: usize,
     /// Elements between consecutive matrices of the batch.
     pub batch_stride: usize,
+}
+
+/// Where attention heads live in rows of tokens, for [`Gpu::rows_to_heads`] and
+/// [`Gpu::heads_to_rows`]: `batch` sequences of `seq` tokens, each token a row of `row_len`
+/// elements in which `heads` heads of `head_dim` values sit side by side from `offset` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadsLayout {
+    /// Sequences (B).
+    pub batch: usize,
+    /// Heads (H).
+    pub heads: usize,
+    /// Tokens per sequence (T).
+    pub seq: usize,
+    /// Values per head (D).
+    pub head_dim: usize,
+    /// Elements per token row (e.g. 3C for a fused q, k, v projection).
+    pub row_len: usize,
+    /// Where the heads start in a row (e.g. C for the keys of a fused projection).
+    pub offset: usize,
+}
+
+impl HeadsLayout {
+    /// `rows` must hold `B·T` rows of `row_len` with the heads inside each row, `heads`
+    /// exactly `B·H·T·D` elements; every index must fit the kernels' 32-bit arithmetic.
+    fn check(&self, what: &str, rows_len: usize, heads_len: usize) -> Result<()> {
+        let n = self.batch * self.heads * self.seq * self.head_dim;
+        check_len(&format!("{what} heads"), heads_len, n)?;
+        check_len(
+            &format!("{what} rows"),
+            rows_len,
+            self.batch * self.seq * self.row_len,
+        )?;
+        if self.offset + self.heads * self.head_dim > self.row_len {
+            return Err(bad(format!(
+                "{what}: heads {}x{} from offset {} do not fit rows of {}",
+                self.heads, self.head_dim, self.offset, self.row_len
+            )));
+        }
+        for (w, v) in [
+            ("heads", self.heads),
+            ("seq", self.seq),
+            ("head_dim", self.head_dim),
+            ("row_len", self.row_len),
+        ] {
+            check_i32(w, v)?;
+        }
+        Ok(())
+    }
 }
 
 /// The rows of an embedding lookup grouped by token, for the deterministic backward
@@ -1154,6 +1202,123 @@ impl Gpu {
         let mut l = self.stream().launch_builder(f);
         l.arg(x).arg(y).arg(&nl);
         // SAFETY: (input, output, n) with matching element types (f32 / u16 = bf16 bits).
+        unsafe { l.launch(cfg((ew_blocks(n), 1, 1), (256, 1, 1), 0)) }?;
+        Ok(())
+    }
+
+    // --------------------------------------------------------------------- in place, layouts
+
+    /// `acc += x` element-wise (kernel `add_{f32,bf16}` with its output aliasing its first
+    /// input, which the kernel allows): e.g. a residual stream's gradient gathering a branch's.
+    pub fn add_assign<T: DeviceFloat>(
+        &self,
+        acc: &mut CudaSlice<T>,
+        x: &CudaSlice<T>,
+    ) -> Result<()> {
+        let n = acc.len();
+        check_len("add_assign x", x.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let nl = n as i64;
+        let f = self.func(&kname::<T>("add"))?;
+        let stream = self.stream();
+        // The same device pointer as input a and as the output: one &mut borrow, its raw
+        // address pushed twice (cudarc's safe arguments cannot alias).
+        let (acc_ptr, _record) = acc.device_ptr_mut(stream);
+        let mut l = stream.launch_builder(f);
+        l.arg(&acc_ptr).arg(x).arg(&acc_ptr).arg(&nl);
+        // SAFETY: add_* takes (a, b, out, n); a and out may be the same buffer (each element is
+        // read and then written by one thread); both buffers have n elements.
+        unsafe { l.launch(cfg((ew_blocks(n), 1, 1), (256, 1, 1), 0)) }?;
+        Ok(())
+    }
+
+    /// `x[r, c] += bias[c]` in place on a row-major `[rows, cols]` x (kernel
+    /// `add_bias_{f32,bf16}` with its output aliasing its input): a linear layer's bias.
+    pub fn add_bias_assign<T: DeviceFloat>(
+        &self,
+        x: &mut CudaSlice<T>,
+        bias: &CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        check_i32("cols", cols)?;
+        check_len("add_bias_assign x", x.len(), rows * cols)?;
+        check_len("add_bias_assign bias", bias.len(), cols)?;
+        let n = rows * cols;
+        if n == 0 {
+            return Ok(());
+        }
+        let (nl, ci) = (n as i64, cols as i32);
+        let f = self.func(&kname::<T>("add_bias"))?;
+        let stream = self.stream();
+        let (x_ptr, _record) = x.device_ptr_mut(stream);
+        let mut l = stream.launch_builder(f);
+        l.arg(&x_ptr).arg(bias).arg(&x_ptr).arg(&nl).arg(&ci);
+        // SAFETY: add_bias_* takes (x, bias, out, n, cols); out may alias x (element-wise);
+        // lengths checked above.
+        unsafe { l.launch(cfg((ew_blocks(n), 1, 1), (256, 1, 1), 0)) }?;
+        Ok(())
+    }
+
+    /// Gathers attention heads out of token rows (kernel `rows_to_heads_{f32,bf16}`):
+    /// `heads[b, h, t, d] = rows[(b·T + t)·row_len + offset + h·D + d]`, heads `[B·H, T, D]`
+    /// as the attention kernels take them, rows `[B·T, row_len]`. GPT-2's fused projection
+    /// gives q, k, v side by side in rows of `3C` (offsets 0, C, 2C).
+    pub fn rows_to_heads<T: DeviceFloat>(
+        &self,
+        rows: &CudaSlice<T>,
+        layout: HeadsLayout,
+        heads: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        layout.check("rows_to_heads", rows.len(), heads.len())?;
+        self.layout_kernel(&kname::<T>("rows_to_heads"), rows, heads, layout)
+    }
+
+    /// The inverse scatter (kernels `heads_to_rows_{f32,bf16}`, and `heads_to_rows_f32_to_bf16`
+    /// for f32 heads into bf16 rows): `rows[(b·T + t)·row_len + offset + h·D + d] =
+    /// heads[b, h, t, d]`; elements of `rows` outside `offset .. offset + H·D` of each row are
+    /// not touched.
+    pub fn heads_to_rows<S: DeviceFloat, T: DeviceFloat>(
+        &self,
+        heads: &CudaSlice<S>,
+        layout: HeadsLayout,
+        rows: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        layout.check("heads_to_rows", rows.len(), heads.len())?;
+        let name = if S::SUFFIX == T::SUFFIX {
+            format!("heads_to_rows_{}", S::SUFFIX)
+        } else {
+            format!("heads_to_rows_{}_to_{}", S::SUFFIX, T::SUFFIX)
+        };
+        self.layout_kernel(&name, heads, rows, layout)
+    }
+
+    fn layout_kernel<S: DeviceFloat, T: DeviceFloat>(
+        &self,
+        name: &str,
+        src: &CudaSlice<S>,
+        dst: &mut CudaSlice<T>,
+        layout: HeadsLayout,
+    ) -> Result<()> {
+        let n = layout.batch * layout.heads * layout.seq * layout.head_dim;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.func(name)?;
+        let nl = n as i64;
+        let (hi, ti, di) = (
+            layout.heads as i32,
+            layout.seq as i32,
+            layout.head_dim as i32,
+        );
+        let (ldi, offi) = (layout.row_len as i32, layout.offset as i32);
+        let mut l = self.stream().launch_builder(f);
+        l.arg(src).arg(dst).arg(&nl);
+        l.arg(&hi).arg(&ti).arg(&di).arg(&ldi).arg(&offi);
+        // SAFETY: arguments match LAYOUT_ENTRY in elementwise.cu; HeadsLayout::check bounded
+        // both sides' extents.
         unsafe { l.launch(cfg((ew_blocks(n), 1, 1), (256, 1, 1), 0)) }?;
         Ok(())
     }

@@ -14,7 +14,8 @@
 #
 # Method: all sides on 2 threads (RAYON_NUM_THREADS=2, torch.set_num_threads(2)), run one after
 # the other, never concurrently. Train step: 2 warm-up steps on both sides, then the
-# median of STEPS timed steps. Kernels: 1 warm-up, median of >= 3 repeats (~1 s per kernel).
+# median of STEPS timed steps. Kernels: 0.2 s warm-up, median of 3-1000 repeats (~1 s per
+# kernel).
 # Peak memory: max RSS of each whole train-step process, from GNU /usr/bin/time.
 # Ratio = ferrochat speed / PyTorch speed (> 1: ferrochat faster).
 #

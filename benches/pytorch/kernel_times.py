@@ -1,7 +1,7 @@
 """PyTorch and numpy side of the kernel comparison in benches/against_pytorch.sh.
 
 Origin: /work/shared/bench/pytorch_kernels.py, changed to the shapes that `ferrochat kernels`
-(src/cmd/kernels.rs) times, and to its method: one warm-up, then the median of repeats.
+(src/cmd/kernels.rs) times, and to its method: 0.2 s of warm-up, then the median of repeats.
 numpy's matmul (OpenBLAS here) is timed beside torch's (MKL) for the sgemm shapes.
 
 Install: pip install torch numpy
@@ -16,10 +16,14 @@ import numpy as np
 import torch
 torch.set_num_threads(2)
 
-def bench(f, budget=1.0):
-    f()  # warm-up
+def bench(f, budget=1.0, warmup=0.2):
+    # Warm-up: at least one call and 0.2 s (threads started and placed on the cores, caches).
+    start = time.perf_counter()
+    f()
+    while time.perf_counter() - start < warmup:
+        f()
     times, start = [], time.perf_counter()
-    while len(times) < 3 or (time.perf_counter() - start < budget and len(times) < 50):
+    while len(times) < 3 or (time.perf_counter() - start < budget and len(times) < 1000):
         t = time.perf_counter(); f(); times.append(time.perf_counter() - t)
     return statistics.median(times)
 

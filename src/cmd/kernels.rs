@@ -14,12 +14,19 @@ pub struct Args {
     reference: bool,
 }
 
-/// Median seconds of `f` over repeats filling about `budget` seconds (at least 3 runs).
+/// Median seconds of `f` over repeats filling about `budget` seconds (at least 3 runs, at
+/// most 1000), after 0.2 s of warm-up (at least one run): caches, page faults, and the
+/// thread pool started and its threads spread over the cores — a 256³ GEMM timed in the
+/// first milliseconds of the process sometimes ran at one thread's speed.
 fn time(budget: f64, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up: caches, page faults, thread pool start
+    let warm = Instant::now();
+    f();
+    while warm.elapsed().as_secs_f64() < 0.2 {
+        f();
+    }
     let mut times = vec![];
     let start = Instant::now();
-    while times.len() < 3 || (start.elapsed().as_secs_f64() < budget && times.len() < 50) {
+    while times.len() < 3 || (start.elapsed().as_secs_f64() < budget && times.len() < 1000) {
         let t = Instant::now();
         f();
         times.push(t.elapsed().as_secs_f64());
@@ -46,13 +53,13 @@ fn print_row(r: &Row) {
     let rate = |s: f64| r.work / s / 1e9;
     let reference = r
         .reference
-        .map(|s| format!("{:>9.2} ms {:>8.1}  x{:<6.1}", s * 1e3, rate(s), s / r.fast))
+        .map(|s| format!("{:>9.3} ms {:>8.1}  x{:<6.1}", s * 1e3, rate(s), s / r.fast))
         .unwrap_or_else(|| format!("{:>31}", "-"));
     let baseline = r
         .baseline
         .map(|(name, s)| {
             format!(
-                "{name} {:.2} ms {:.1} {}  (fast/baseline speed x{:.2})",
+                "{name} {:.3} ms {:.1} {}  (fast/baseline speed x{:.2})",
                 s * 1e3,
                 rate(s),
                 r.unit,
@@ -61,7 +68,7 @@ fn print_row(r: &Row) {
         })
         .unwrap_or_default();
     println!(
-        "{:<22} {:<18} {:>9.2} ms {:>8.1} {:<7} {reference}  {baseline}",
+        "{:<22} {:<18} {:>9.3} ms {:>8.1} {:<7} {reference}  {baseline}",
         r.kernel,
         r.shape,
         r.fast * 1e3,

@@ -259,8 +259,6 @@ type GpuRun = Box<dyn crate::cuda_gpt::GpuModel>;
 #[cfg(not(feature = "cuda"))]
 enum GpuRun {}
 
-/// The GPU trainer when `opts.device` is a GPU (its parameters and AdamW state those of
-/// `model` and `trainer`, so a resumed run continues on the GPU), `None` on the CPU.
 /// Checks, before any work, that the run's device, precision and training options go
 /// together: bf16 only on a GPU; on a GPU one batch per step and no dropout.
 fn check_device(opts: &PretrainOptions) -> Result<()> {
@@ -288,10 +286,10 @@ fn check_device(opts: &PretrainOptions) -> Result<()> {
 }
 
 /// The GPU trainer when `opts.device` is a GPU (its parameters and AdamW state those of
-/// `model` and `trainer`, so a resumed run continues on the GPU), `None` on the CPU.
+/// `model` and `trainer`, so a resumed run continues on the GPU), `None` on the CPU. Expects
+/// [`check_device`] to have passed.
 #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
 fn open_gpu(opts: &PretrainOptions, model: &Gpt, trainer: &Trainer) -> Result<Option<GpuRun>> {
-    check_device(opts)?;
     match opts.device {
         Device::Cpu => Ok(None),
         #[cfg(feature = "cuda")]

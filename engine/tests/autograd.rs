@@ -404,3 +404,50 @@ fn causal_self_attention_rejects_a_width_not_split_by_the_heads() {
     .to_string();
     assert!(err.contains("linear"), "{err}");
 }
+
+#[test]
+fn add_layer_norm_gives_the_bits_of_add_then_layer_norm_forward_and_backward() {
+    // f32, above the kernels' threading threshold (80 rows of 512: 40,960 elements).
+    let mut rng = Rng::new(5);
+    let shape = [2, 40, 512];
+    let f32t = |rng: &mut Rng, s: &[usize]| rng.normal_tensor(s, 0.0, 1.0, DType::F32);
+    let leaves = |rng: &mut Rng| {
+        [
+            f32t(rng, &shape).requires_grad(),
+            f32t(rng, &shape).requires_grad(),
+            f32t(rng, &[512]).requires_grad(),
+            f32t(rng, &[512]).requires_grad(),
+        ]
+    };
+    let (w_sum, w_norm) = (f32t(&mut rng, &shape), f32t(&mut rng, &shape));
+    let fused = leaves(&mut rng.clone());
+    let apart = leaves(&mut rng.clone());
+    let outputs = |p: &[Tensor; 4], fuse: bool| {
+        if fuse {
+            ops::add_layer_norm(&p[0], &p[1], &p[2], &p[3], 1e-5).unwrap()
+        } else {
+            let s = ops::add(&p[0], &p[1]).unwrap();
+            let y = ops::layer_norm(&s, &p[2], &p[3], 1e-5).unwrap();
+            (s, y)
+        }
+    };
+    let ((s1, y1), (s2, y2)) = (outputs(&fused, true), outputs(&apart, false));
+    assert_eq!(s1.to_vec_f32(), s2.to_vec_f32());
+    assert_eq!(y1.to_vec_f32(), y2.to_vec_f32());
+    // Both outputs feed the loss, so the sum's gradient has two parts, as in a GPT block.
+    let loss = |s: &Tensor, y: &Tensor| {
+        let a = ops::mul(s, &w_sum).unwrap();
+        let b = ops::mul(y, &w_norm).unwrap();
+        ops::sum_all(&ops::add(&a, &b).unwrap()).unwrap()
+    };
+    let (g1, g2) = (
+        loss(&s1, &y1).backward().unwrap(),
+        loss(&s2, &y2).backward().unwrap(),
+    );
+    for (a, b) in fused.iter().zip(&apart) {
+        assert_eq!(
+            g1.get(a).unwrap().to_vec_f32(),
+            g2.get(b).unwrap().to_vec_f32()
+        );
+    }
+}

@@ -297,15 +297,25 @@ impl Gpt {
         let pos = ops::slice(&self.wpe, 0, 0, seq)?;
         let mut h = ops::add(&tok, &pos)?;
         h = drop(&h, c.embd_pdrop, &mut dropout)?;
-        for block in &self.blocks {
-            h = self.block_forward(block, &h, &mut dropout)?;
+        let eps = c.layer_norm_epsilon;
+        let Some(first) = self.blocks.first() else {
+            return Ok(ops::layer_norm(&h, &self.ln_f_w, &self.ln_f_b, eps)?);
+        };
+        // Each block: h + attn(ln₁(h)), then + mlp(ln₂(·)). Every residual add is fused with
+        // the layer norm that reads its sum next (`ops::add_layer_norm`): ln₂ of the same
+        // block, then ln₁ of the next block (ln_f after the last).
+        let mut normed = ops::layer_norm(&h, &first.ln_1_w, &first.ln_1_b, eps)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let a = drop(&self.attention(b, &normed)?, c.resid_pdrop, &mut dropout)?;
+            let (mid, m) = ops::add_layer_norm(&h, &a, &b.ln_2_w, &b.ln_2_b, eps)?;
+            let m = drop(&self.mlp_normed(b, &m)?, c.resid_pdrop, &mut dropout)?;
+            let (w, bias) = match self.blocks.get(i + 1) {
+                Some(next) => (&next.ln_1_w, &next.ln_1_b),
+                None => (&self.ln_f_w, &self.ln_f_b),
+            };
+            (h, normed) = ops::add_layer_norm(&mid, &m, w, bias, eps)?;
         }
-        Ok(ops::layer_norm(
-            &h,
-            &self.ln_f_w,
-            &self.ln_f_b,
-            c.layer_norm_epsilon,
-        )?)
+        Ok(normed)
     }
 
     /// The next-token logits `[batch, seq, vocab]`: hidden states times the tied embedding.
@@ -334,20 +344,15 @@ impl Gpt {
         Ok(ops::cross_entropy(&logits, targets, ops::IGNORE_INDEX)?)
     }
 
-    /// One block: x + attn(ln₁(x)), then + mlp(ln₂(·)).
-    fn block_forward(&self, b: &Block, x: &Tensor, dropout: &mut Dropout) -> Result<Tensor> {
-        let eps = self.config.layer_norm_epsilon;
-        let a = ops::layer_norm(x, &b.ln_1_w, &b.ln_1_b, eps)?;
-        let a = self.attention(b, &a)?;
-        let x = ops::add(x, &drop(&a, self.config.resid_pdrop, dropout)?)?;
-        let m = self.mlp(b, &x)?;
-        Ok(ops::add(&x, &drop(&m, self.config.resid_pdrop, dropout)?)?)
-    }
-
     /// The MLP branch of a block, before the residual add: mlp(ln₂(x)).
     pub(crate) fn mlp(&self, b: &Block, x: &Tensor) -> Result<Tensor> {
         let m = ops::layer_norm(x, &b.ln_2_w, &b.ln_2_b, self.config.layer_norm_epsilon)?;
-        let m = ops::gelu(&ops::linear(&m, &b.fc_w, &b.fc_b)?)?;
+        self.mlp_normed(b, &m)
+    }
+
+    /// The MLP of a block on its already normalised input: gelu(m·W_fc + b_fc)·W_proj + b_proj.
+    fn mlp_normed(&self, b: &Block, m: &Tensor) -> Result<Tensor> {
+        let m = ops::gelu(&ops::linear(m, &b.fc_w, &b.fc_b)?)?;
         Ok(ops::linear(&m, &b.mlp_proj_w, &b.mlp_proj_b)?)
     }
 

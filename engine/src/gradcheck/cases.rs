@@ -44,6 +44,7 @@ pub const CASES: &[&str] = &[
     "embedding",
     "gather",
     "layer_norm",
+    "add_layer_norm",
     "causal_attention",
     "causal_self_attention",
     "linear",
@@ -207,6 +208,23 @@ pub fn case(name: &str, d: [usize; 3], rng: &mut Rng) -> Option<(Vec<Tensor>, Ca
                     normal(rng, &[cols]),
                 ],
                 Box::new(|xs: &[Tensor]| ops::layer_norm(&xs[0], &xs[1], &xs[2], 1e-5)),
+            )
+        }
+        "add_layer_norm" => {
+            // As layer_norm, with a small residual so the sum's rows keep their spread; both
+            // outputs (the sum and its norm) feed the checked value.
+            let cols = b + 1;
+            (
+                vec![
+                    distinct(rng, &[a, c, cols]),
+                    rng.uniform_tensor(&[a, c, cols], -0.01, 0.01, DType::F64),
+                    normal(rng, &[cols]),
+                    normal(rng, &[cols]),
+                ],
+                Box::new(|xs: &[Tensor]| {
+                    let (sum, normed) = ops::add_layer_norm(&xs[0], &xs[1], &xs[2], &xs[3], 1e-5)?;
+                    ops::add(&normed, &ops::mul_scalar(&sum, 0.5)?)
+                }),
             )
         }
         "causal_attention" => (

@@ -26,7 +26,7 @@ pub use elementwise::{
 };
 pub use gelu::gelu;
 pub use index::{embedding, gather, index_select};
-pub use layernorm::layer_norm;
+pub use layernorm::{add_layer_norm, layer_norm};
 pub use layout::{broadcast_to, concat, permute, reshape, slice, sum_to_shape, transpose};
 pub use linear::linear;
 pub use matmul::{matmul, matmul_ex};

@@ -5,6 +5,11 @@
 //!   r = 1/√(σ²+ε),  x̂ = (x−μ)·r,  y = γ∘x̂ + β.
 //! Backward, per row, with g = dy∘γ:
 //!   dx = r·(g − mean(g) − x̂·mean(g∘x̂)),  dγ = Σ_rows dy∘x̂,  dβ = Σ_rows dy.
+//!
+//! Fused with the residual add that comes before it in a GPT block (`add_layernorm_fwd`):
+//! s = x + r is written out (the residual stream goes on) and normalised while each row is
+//! still in L1, instead of being written by one op and read back by the next. The backward
+//! needs no fusion: it is the layernorm's, whose dx joins s's other gradient in autograd.
 
 use crate::cpu::vecmath::{rows_per_task, scalar, use_threads};
 use crate::{simd_level, Float, SimdLevel};
@@ -36,6 +41,28 @@ pub fn layernorm_fwd_ref<F: Float>(
         mean[r] = mu;
         rstd[r] = rs;
     }
+}
+
+/// Reference fused residual add + forward: `s = x + r`, then [`layernorm_fwd_ref`] of `s`.
+#[allow(clippy::too_many_arguments)]
+pub fn add_layernorm_fwd_ref<F: Float>(
+    x: &[F],
+    r: &[F],
+    gamma: &[F],
+    beta: &[F],
+    rows: usize,
+    cols: usize,
+    eps: F,
+    s: &mut [F],
+    y: &mut [F],
+    mean: &mut [F],
+    rstd: &mut [F],
+) {
+    let n = rows * cols;
+    for ((o, &a), &b) in s[..n].iter_mut().zip(&x[..n]).zip(&r[..n]) {
+        *o = a + b;
+    }
+    layernorm_fwd_ref(s, gamma, beta, rows, cols, eps, y, mean, rstd);
 }
 
 /// Reference backward. Overwrites `dx`; overwrites `dgamma` and `dbeta` (`[cols]`).
@@ -143,6 +170,101 @@ pub fn layernorm_fwd_with(
     } else {
         let it = y.chunks_mut(rpt * cols).zip(mean.chunks_mut(rpt));
         it.zip(rstd.chunks_mut(rpt)).enumerate().for_each(task);
+    }
+}
+
+/// Fast f32 fused residual add + forward (same contract as [`add_layernorm_fwd_ref`]): each
+/// row of `s = x + r` is added and normalised in one visit. Bit for bit the same as the add
+/// followed by [`layernorm_fwd`]: the same f32 adds, then the same row function.
+#[allow(clippy::too_many_arguments)]
+pub fn add_layernorm_fwd(
+    x: &[f32],
+    r: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    s: &mut [f32],
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    add_layernorm_fwd_with(
+        simd_level(),
+        x,
+        r,
+        gamma,
+        beta,
+        rows,
+        cols,
+        eps,
+        s,
+        y,
+        mean,
+        rstd,
+    )
+}
+
+/// [`add_layernorm_fwd`] at an explicit SIMD level (see [`layernorm_fwd_with`]).
+#[allow(clippy::too_many_arguments)]
+pub fn add_layernorm_fwd_with(
+    level: SimdLevel,
+    x: &[f32],
+    r: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    s: &mut [f32],
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    let level = checked(level);
+    if rows == 0 || cols == 0 {
+        return add_layernorm_fwd_ref(x, r, gamma, beta, rows, cols, eps, s, y, mean, rstd);
+    }
+    let n = rows * cols;
+    let (x, r, gamma, beta) = (&x[..n], &r[..n], &gamma[..cols], &beta[..cols]);
+    let (s, y, mean, rstd) = (
+        &mut s[..n],
+        &mut y[..n],
+        &mut mean[..rows],
+        &mut rstd[..rows],
+    );
+    let rpt = rows_per_task(cols);
+    let stream = streams(y);
+    #[allow(clippy::type_complexity)]
+    let task = |(t, (((sc, yc), mc), rc)): (
+        usize,
+        (((&mut [f32], &mut [f32]), &mut [f32]), &mut [f32]),
+    )| {
+        let rows_here = sc.chunks_exact_mut(cols).zip(yc.chunks_exact_mut(cols));
+        for (i, (sr, yr)) in rows_here.enumerate() {
+            let row = (t * rpt + i) * cols..(t * rpt + i + 1) * cols;
+            for ((o, &a), &b) in sr.iter_mut().zip(&x[row.clone()]).zip(&r[row]) {
+                *o = a + b;
+            }
+            let (mu, rs) = fwd_row(level, sr, gamma, beta, eps, yr, stream);
+            mc[i] = mu;
+            rc[i] = rs;
+        }
+        store_fence(stream);
+    };
+    if use_threads(n) {
+        let it = s
+            .par_chunks_mut(rpt * cols)
+            .zip(y.par_chunks_mut(rpt * cols));
+        let it = it
+            .zip(mean.par_chunks_mut(rpt))
+            .zip(rstd.par_chunks_mut(rpt));
+        it.enumerate().for_each(task);
+    } else {
+        let it = s.chunks_mut(rpt * cols).zip(y.chunks_mut(rpt * cols));
+        let it = it.zip(mean.chunks_mut(rpt)).zip(rstd.chunks_mut(rpt));
+        it.enumerate().for_each(task);
     }
 }
 
@@ -511,6 +633,33 @@ mod tests {
         let sum_scale = rows as f64;
         assert_close(&format!("dgamma {ctx}"), &dg, &dg64, 1e-5, 2e-6 * sum_scale);
         assert_close(&format!("dbeta {ctx}"), &db, &db64, 1e-5, 2e-6 * sum_scale);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// The fused residual add + forward equals the add followed by the forward, bit for
+        /// bit, at every SIMD level and on both sides of the threading threshold.
+        #[test]
+        fn fused_residual_add_equals_add_then_layernorm(
+            rows in 1usize..700, cols in 1usize..200, seed in 0u64..1000,
+        ) {
+            let mut rng = Rng::new(seed);
+            let n = rows * cols;
+            let (x, r) = (rng.vec(n, -2.0, 2.0), rng.vec(n, -2.0, 2.0));
+            let (gamma, beta) = (rng.vec(cols, 0.5, 1.5), rng.vec(cols, -0.5, 0.5));
+            for level in levels() {
+                let s_sep: Vec<f32> = x.iter().zip(&r).map(|(a, b)| a + b).collect();
+                let (mut y_sep, mut m_sep, mut r_sep) = (vec![0.0; n], vec![0.0; rows], vec![0.0; rows]);
+                layernorm_fwd_with(level, &s_sep, &gamma, &beta, rows, cols, 1e-5, &mut y_sep, &mut m_sep, &mut r_sep);
+                let (mut s, mut y) = (vec![0.0; n], vec![0.0; n]);
+                let (mut m, mut rs) = (vec![0.0; rows], vec![0.0; rows]);
+                add_layernorm_fwd_with(level, &x, &r, &gamma, &beta, rows, cols, 1e-5, &mut s, &mut y, &mut m, &mut rs);
+                prop_assert_eq!(&s, &s_sep, "sum at {}", level);
+                prop_assert_eq!(&y, &y_sep, "y at {}", level);
+                prop_assert_eq!(&m, &m_sep, "mean at {}", level);
+                prop_assert_eq!(&rs, &r_sep, "rstd at {}", level);
+            }
+        }
     }
 
     #[test]

@@ -33,6 +33,23 @@ impl Default for AdamWConfig {
     }
 }
 
+impl AdamWConfig {
+    /// The kernel's settings for one step (number `step`, from 1) of a parameter of rank
+    /// `rank` at rate `lr`: the weight decay applies unless `decay_matrices_only` and the
+    /// parameter is a vector. The one place of that rule, for the CPU and the GPU optimizer.
+    pub fn step_for(&self, lr: f64, rank: usize, step: u64) -> AdamWStep {
+        let decay = !self.decay_matrices_only || rank >= 2;
+        AdamWStep {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: if decay { self.weight_decay } else { 0.0 },
+            step,
+        }
+    }
+}
+
 /// AdamW (Loshchilov & Hutter, 2019), computed as `torch.optim.AdamW` does; the update is
 /// the `kernels::cpu::adamw` kernel. Its state (the moments m, v) is kept per parameter
 /// position, so pass the parameters in the same order every step.
@@ -96,15 +113,7 @@ impl AdamW {
                     ),
                 );
             }
-            let decay = !c.decay_matrices_only || p.rank() >= 2;
-            let h = AdamWStep {
-                lr,
-                beta1: c.beta1,
-                beta2: c.beta2,
-                eps: c.eps,
-                weight_decay: if decay { c.weight_decay } else { 0.0 },
-                step: self.step,
-            };
+            let h = c.step_for(lr, p.rank(), self.step);
             let (m, v) = &mut self.state[i];
             p.update(|s| match (s, g.storage(), m, v) {
                 (Storage::F32(p), Storage::F32(g), Storage::F32(m), Storage::F32(v)) => {

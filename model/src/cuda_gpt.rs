@@ -969,15 +969,7 @@ impl<T: Precision> CudaGpt<T> {
             .zip(self.adam_v.iter_mut());
         for (((p, g), (m, v)), &rank) in params.into_iter().zip(grads).zip(moments).zip(&self.ranks)
         {
-            let decay = !opt.decay_matrices_only || rank >= 2;
-            let h = AdamWStep {
-                lr,
-                beta1: opt.beta1,
-                beta2: opt.beta2,
-                eps: opt.eps,
-                weight_decay: if decay { opt.weight_decay } else { 0.0 },
-                step: self.adamw_step,
-            };
+            let h = opt.step_for(lr, rank, self.adamw_step);
             match &mut p.copy {
                 Some(copy) => adamw_with_copy(gpu, &mut p.value, g, m, v, copy, h)?,
                 None => gpu.adamw(&mut p.value, g, m, v, h)?,

@@ -144,33 +144,10 @@ pub fn layernorm_fwd_with(
     mean: &mut [f32],
     rstd: &mut [f32],
 ) {
-    let level = checked(level);
     if rows == 0 || cols == 0 {
         return layernorm_fwd_ref(x, gamma, beta, rows, cols, eps, y, mean, rstd);
     }
-    let n = rows * cols;
-    let (x, y, gamma, beta) = (&x[..n], &mut y[..n], &gamma[..cols], &beta[..cols]);
-    let (mean, rstd) = (&mut mean[..rows], &mut rstd[..rows]);
-    let rpt = rows_per_task(cols);
-    let stream = streams(y);
-    #[allow(clippy::type_complexity)]
-    let task = |(t, ((yc, mc), rc)): (usize, ((&mut [f32], &mut [f32]), &mut [f32]))| {
-        for (i, yr) in yc.chunks_exact_mut(cols).enumerate() {
-            let r = t * rpt + i;
-            let xr = &x[r * cols..(r + 1) * cols];
-            let (mu, rs) = fwd_row(level, xr, gamma, beta, eps, yr, stream);
-            mc[i] = mu;
-            rc[i] = rs;
-        }
-        store_fence(stream);
-    };
-    if use_threads(n) {
-        let it = y.par_chunks_mut(rpt * cols).zip(mean.par_chunks_mut(rpt));
-        it.zip(rstd.par_chunks_mut(rpt)).enumerate().for_each(task);
-    } else {
-        let it = y.chunks_mut(rpt * cols).zip(mean.chunks_mut(rpt));
-        it.zip(rstd.chunks_mut(rpt)).enumerate().for_each(task);
-    }
+    fwd_rows(level, x, None, gamma, beta, rows, cols, eps, y, mean, rstd);
 }
 
 /// Fast f32 fused residual add + forward (same contract as [`add_layernorm_fwd_ref`]): each
@@ -222,48 +199,91 @@ pub fn add_layernorm_fwd_with(
     mean: &mut [f32],
     rstd: &mut [f32],
 ) {
-    let level = checked(level);
     if rows == 0 || cols == 0 {
         return add_layernorm_fwd_ref(x, r, gamma, beta, rows, cols, eps, s, y, mean, rstd);
     }
-    let n = rows * cols;
-    let (x, r, gamma, beta) = (&x[..n], &r[..n], &gamma[..cols], &beta[..cols]);
-    let (s, y, mean, rstd) = (
-        &mut s[..n],
-        &mut y[..n],
-        &mut mean[..rows],
-        &mut rstd[..rows],
+    fwd_rows(
+        level,
+        x,
+        Some((r, s)),
+        gamma,
+        beta,
+        rows,
+        cols,
+        eps,
+        y,
+        mean,
+        rstd,
     );
+}
+
+/// The fast forward of both entry points: normalises each row of `x` or, with `residual =
+/// Some((r, s))`, writes the row of `s = x + r` and normalises it while it is in L1. Rows are
+/// split into tasks of whole rows (a fixed number per task, from the row length only).
+#[allow(clippy::too_many_arguments)]
+fn fwd_rows(
+    level: SimdLevel,
+    x: &[f32],
+    residual: Option<(&[f32], &mut [f32])>,
+    gamma: &[f32],
+    beta: &[f32],
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) {
+    let level = checked(level);
+    let n = rows * cols;
+    let (x, y, gamma, beta) = (&x[..n], &mut y[..n], &gamma[..cols], &beta[..cols]);
+    let (mean, rstd) = (&mut mean[..rows], &mut rstd[..rows]);
     let rpt = rows_per_task(cols);
     let stream = streams(y);
+    // Per task: its rows of the residual and of the sum, when there is one.
+    let sums: Vec<Option<(&[f32], &mut [f32])>> = match residual {
+        Some((r, s)) => r[..n]
+            .chunks(rpt * cols)
+            .zip(s[..n].chunks_mut(rpt * cols))
+            .map(Some)
+            .collect(),
+        None => (0..rows.div_ceil(rpt)).map(|_| None).collect(),
+    };
     #[allow(clippy::type_complexity)]
-    let task = |(t, (((sc, yc), mc), rc)): (
+    let task = |(t, (((yc, mc), rc), sum)): (
         usize,
-        (((&mut [f32], &mut [f32]), &mut [f32]), &mut [f32]),
+        (
+            ((&mut [f32], &mut [f32]), &mut [f32]),
+            Option<(&[f32], &mut [f32])>,
+        ),
     )| {
-        let rows_here = sc.chunks_exact_mut(cols).zip(yc.chunks_exact_mut(cols));
-        for (i, (sr, yr)) in rows_here.enumerate() {
+        let mut sum = sum;
+        for (i, yr) in yc.chunks_exact_mut(cols).enumerate() {
             let row = (t * rpt + i) * cols..(t * rpt + i + 1) * cols;
-            for ((o, &a), &b) in sr.iter_mut().zip(&x[row.clone()]).zip(&r[row]) {
-                *o = a + b;
-            }
-            let (mu, rs) = fwd_row(level, sr, gamma, beta, eps, yr, stream);
+            let xr = &x[row];
+            let input: &[f32] = match &mut sum {
+                Some((res, sum_rows)) => {
+                    let (rr, sr) = (&res[i * cols..], &mut sum_rows[i * cols..(i + 1) * cols]);
+                    for ((o, &a), &b) in sr.iter_mut().zip(xr).zip(rr) {
+                        *o = a + b;
+                    }
+                    sr
+                }
+                None => xr,
+            };
+            let (mu, rs) = fwd_row(level, input, gamma, beta, eps, yr, stream);
             mc[i] = mu;
             rc[i] = rs;
         }
         store_fence(stream);
     };
     if use_threads(n) {
-        let it = s
-            .par_chunks_mut(rpt * cols)
-            .zip(y.par_chunks_mut(rpt * cols));
-        let it = it
-            .zip(mean.par_chunks_mut(rpt))
-            .zip(rstd.par_chunks_mut(rpt));
+        let it = y.par_chunks_mut(rpt * cols).zip(mean.par_chunks_mut(rpt));
+        let it = it.zip(rstd.par_chunks_mut(rpt)).zip(sums.into_par_iter());
         it.enumerate().for_each(task);
     } else {
-        let it = s.chunks_mut(rpt * cols).zip(y.chunks_mut(rpt * cols));
-        let it = it.zip(mean.chunks_mut(rpt)).zip(rstd.chunks_mut(rpt));
+        let it = y.chunks_mut(rpt * cols).zip(mean.chunks_mut(rpt));
+        let it = it.zip(rstd.chunks_mut(rpt)).zip(sums);
         it.enumerate().for_each(task);
     }
 }

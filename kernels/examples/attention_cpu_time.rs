@@ -22,12 +22,6 @@ fn main() {
     pool.install(run);
 }
 
-/// On-CPU time of this thread, in seconds.
-fn cpu_time() -> f64 {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").expect("Linux schedstat");
-    s.split_whitespace().next().unwrap().parse::<f64>().unwrap() * 1e-9
-}
-
 fn run() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map(String::as_str).unwrap_or("fwd");
@@ -51,7 +45,7 @@ fn run() {
     };
     let (mut wall, mut cpu) = (f64::MAX, f64::MAX);
     for _ in 0..iters {
-        let (c0, t0) = (cpu_time(), Instant::now());
+        let (c0, t0) = (kernels::cputime::thread_seconds(), Instant::now());
         if what != "bwd" {
             causal_attention_fwd(&q, &k, &v, bh, t, d, &mut out, &mut lse);
         }
@@ -61,7 +55,7 @@ fn run() {
             );
         }
         wall = wall.min(t0.elapsed().as_secs_f64());
-        cpu = cpu.min(cpu_time() - c0);
+        cpu = cpu.min(kernels::cputime::thread_seconds() - c0);
     }
     println!(
         "{what} ({} threads, {}{}): best wall {:.1} ms ({:.1} GFLOP/s), best cpu {:.1} ms ({:.1} GFLOP/s)",

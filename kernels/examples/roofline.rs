@@ -66,25 +66,6 @@ unsafe fn fma_loop_avx2(iters: usize) -> f32 {
     out.iter().sum()
 }
 
-#[repr(C)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
-
-extern "C" {
-    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-}
-
-/// On-CPU time of the calling thread in seconds (Linux CLOCK_THREAD_CPUTIME_ID = 3).
-fn cpu_time() -> f64 {
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields on 64-bit Linux).
-    let rc = unsafe { clock_gettime(3, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.sec as f64 + ts.nsec as f64 * 1e-9
-}
-
 /// GFLOP/s of `kernel` (flops per iteration given) on `threads` threads at once: by wall
 /// time, and summed over the threads by each one's on-CPU time (which other processes on a
 /// shared machine do not inflate).
@@ -100,9 +81,9 @@ fn peak(threads: usize, flops_per_iter: f64, kernel: fn(usize) -> f32) -> (f64, 
             (0..threads)
                 .into_par_iter()
                 .map(|_| {
-                    let c0 = cpu_time();
+                    let c0 = kernels::cputime::thread_seconds();
                     std::hint::black_box(kernel(iters));
-                    iters as f64 * flops_per_iter / (cpu_time() - c0) / 1e9
+                    iters as f64 * flops_per_iter / (kernels::cputime::thread_seconds() - c0) / 1e9
                 })
                 .sum()
         });

@@ -3,34 +3,11 @@
 //!
 //!   cargo run --release -p kernels --example sgemm_cpu_time -- [iters]
 //!
-//! Runs in a 1-thread rayon pool. Linux (64-bit) only: clock_gettime(CLOCK_THREAD_CPUTIME_ID). Compare
+//! Runs in a 1-thread rayon pool; the clock is `kernels::cputime::thread_seconds` (Unix). Compare
 //! with numpy on one thread, timed the same way: benches/numpy_cpu_time.py.
 
 use kernels::cpu::matmul::sgemm;
 use std::time::Instant;
-
-#[repr(C)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
-
-extern "C" {
-    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-}
-
-/// Linux's CLOCK_THREAD_CPUTIME_ID.
-const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-
-/// On-CPU time of this thread, in seconds (clock_gettime: nanosecond resolution, unlike
-/// /proc/thread-self/schedstat, which is only brought up to date at scheduler events).
-fn cpu_time() -> f64 {
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields on x86-64/aarch64 Linux).
-    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.sec as f64 + ts.nsec as f64 * 1e-9
-}
 
 fn main() {
     let iters: usize = std::env::args()
@@ -65,10 +42,10 @@ fn main() {
             let (mut wall, mut cpu) = (f64::MAX, f64::MAX);
             sgemm(m, k, n, 1.0, &a, k, 1, &b, n, 1, 0.0, &mut c, n, 1);
             for _ in 0..reps {
-                let (c0, t0) = (cpu_time(), Instant::now());
+                let (c0, t0) = (kernels::cputime::thread_seconds(), Instant::now());
                 sgemm(m, k, n, 1.0, &a, k, 1, &b, n, 1, 0.0, &mut c, n, 1);
                 wall = wall.min(t0.elapsed().as_secs_f64());
-                cpu = cpu.min(cpu_time() - c0);
+                cpu = cpu.min(kernels::cputime::thread_seconds() - c0);
             }
             println!(
                 "sgemm {m}x{k}x{n} (1 thread): best wall {:.3} ms ({:.1} GFLOP/s), best cpu {:.3} ms ({:.1} GFLOP/s)",

@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod cpu;
+#[cfg(unix)]
+pub mod cputime;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod float;

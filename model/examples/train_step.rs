@@ -64,7 +64,7 @@ fn bench() {
             .unwrap();
     }
     let mut times = vec![];
-    let cpu0 = process_cpu_time();
+    let cpu0 = kernels::cputime::process_seconds();
     for _ in 0..steps {
         let start = Instant::now();
         trainer
@@ -72,7 +72,7 @@ fn bench() {
             .unwrap();
         times.push(start.elapsed().as_secs_f64());
     }
-    let cpu_ms = (process_cpu_time() - cpu0) / steps as f64 * 1e3;
+    let cpu_ms = (kernels::cputime::process_seconds() - cpu0) / steps as f64 * 1e3;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     println!(
@@ -84,23 +84,4 @@ fn bench() {
     // On-CPU time per timed step, all threads (on stderr: the line above is parsed by
     // benches/against_pytorch.sh). Other processes on a shared machine do not add to it.
     eprintln!("{preset}: cpu_ms_per_step={cpu_ms:.1}");
-}
-
-#[repr(C)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
-
-extern "C" {
-    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-}
-
-/// On-CPU time of the whole process (all threads), in seconds: Linux CLOCK_PROCESS_CPUTIME_ID.
-fn process_cpu_time() -> f64 {
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec (two 64-bit fields on 64-bit Linux).
-    let rc = unsafe { clock_gettime(2, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.sec as f64 + ts.nsec as f64 * 1e-9
 }

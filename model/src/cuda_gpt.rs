@@ -45,6 +45,7 @@ use engine::{DType, Storage, Tensor};
 use kernels::cpu::adamw::AdamWStep;
 use kernels::cuda::{
     Bf16Operand, CudaError, CudaSlice, DeviceFloat, EmbeddingGroups, Gpu, HeadsLayout, Strides,
+    ATTENTION_BF16_HEAD_DIM, ATTENTION_MAX_HEAD_DIM,
 };
 
 use crate::gpt::param_shapes;
@@ -219,9 +220,9 @@ impl Precision for f32 {
     }
 
     fn check_head_dim(d: usize) -> Result<()> {
-        if d == 0 || d > 128 {
+        if d == 0 || d > ATTENTION_MAX_HEAD_DIM {
             return Err(Error::Invalid(format!(
-                "the f32 GPU attention takes head dimensions 1..=128, the model has {d}"
+                "the f32 GPU attention takes head dimensions 1..={ATTENTION_MAX_HEAD_DIM}, the model has {d}"
             )));
         }
         Ok(())
@@ -296,10 +297,10 @@ impl Precision for u16 {
     }
 
     fn check_head_dim(d: usize) -> Result<()> {
-        if d != 64 {
+        if d != ATTENTION_BF16_HEAD_DIM {
             return Err(Error::Invalid(format!(
-                "the bf16 GPU attention takes head dimension 64 only (every GPT-2 size), the \
-                 model has {d}; use --precision f32"
+                "the bf16 GPU attention takes head dimension {ATTENTION_BF16_HEAD_DIM} only (every \
+                 GPT-2 size), the model has {d}; use --precision f32"
             )));
         }
         Ok(())

@@ -25,7 +25,10 @@ mod ops;
 /// dependency of their own).
 pub use cudarc::driver::CudaSlice;
 pub use gpu::{bf16_bits_to_f32, f32_to_bf16_bits, probe_device, Gpu};
-pub use ops::{Bf16Operand, DeviceFloat, EmbeddingGroups, HeadsLayout, Strides};
+pub use ops::{
+    Bf16Operand, DeviceFloat, EmbeddingGroups, HeadsLayout, Strides, ATTENTION_BF16_HEAD_DIM,
+    ATTENTION_MAX_HEAD_DIM,
+};
 
 /// One kernel family: a CUDA C source file and the `extern "C"` kernels it defines.
 #[derive(Debug, Clone, Copy)]

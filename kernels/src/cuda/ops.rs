@@ -246,6 +246,11 @@ pub(crate) const LARGE_SMEM_KERNELS: &[(&str, usize)] = &[
     ("gemm_bf16_tc_tt", GEMM_BF16_SMEM),
 ];
 
+/// The largest head dimension the f32 attention kernels take (1..=this).
+pub const ATTENTION_MAX_HEAD_DIM: usize = 128;
+/// The one head dimension the bf16 tensor-core attention kernels take (every GPT-2 size).
+pub const ATTENTION_BF16_HEAD_DIM: usize = 64;
+
 const MAX_GRID_YZ: usize = 65_535;
 const MAX_SMEM: usize = 48 * 1024;
 
@@ -452,9 +457,9 @@ impl Gpu {
     // ------------------------------------------------------------------------------- attention
 
     fn check_attention(&self, what: &str, bh: usize, t: usize, d: usize) -> Result<()> {
-        if d == 0 || d > 128 {
+        if d == 0 || d > ATTENTION_MAX_HEAD_DIM {
             return Err(bad(format!(
-                "{what}: head dimension {d}, the kernels take 1..=128"
+                "{what}: head dimension {d}, the kernels take 1..={ATTENTION_MAX_HEAD_DIM}"
             )));
         }
         if bh > MAX_GRID_YZ {
@@ -527,9 +532,9 @@ impl Gpu {
         out: &mut CudaSlice<u16>,
         lse: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        if d != 64 {
+        if d != ATTENTION_BF16_HEAD_DIM {
             return Err(bad(format!(
-                "attention_fwd_bf16: head dimension {d}, this kernel takes 64 only (use the f32 one)"
+                "attention_fwd_bf16: head dimension {d}, this kernel takes {ATTENTION_BF16_HEAD_DIM} only (use the f32 one)"
             )));
         }
         self.check_attention("attention_fwd_bf16", bh, t, d)?;
@@ -658,9 +663,9 @@ impl Gpu {
         dk: &mut CudaSlice<f32>,
         dv: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        if d != 64 {
+        if d != ATTENTION_BF16_HEAD_DIM {
             return Err(bad(format!(
-                "attention_bwd_bf16: head dimension {d}, this kernel takes 64 only (use the f32 one)"
+                "attention_bwd_bf16: head dimension {d}, this kernel takes {ATTENTION_BF16_HEAD_DIM} only (use the f32 one)"
             )));
         }
         self.check_attention("attention_bwd_bf16", bh, t, d)?;

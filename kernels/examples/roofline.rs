@@ -68,7 +68,9 @@ unsafe fn fma_loop_avx2(iters: usize) -> f32 {
 
 /// GFLOP/s of `kernel` (flops per iteration given) on `threads` threads at once: by wall
 /// time, and summed over the threads by each one's on-CPU time (which other processes on a
-/// shared machine do not inflate).
+/// shared machine do not inflate). (Only the x86-64 FMA loops exist, so other machines
+/// print memory bandwidth alone.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn peak(threads: usize, flops_per_iter: f64, kernel: fn(usize) -> f32) -> (f64, f64) {
     let iters = 50_000_000;
     let pool = rayon::ThreadPoolBuilder::new()

@@ -411,6 +411,7 @@ fn checked(level: SimdLevel) -> SimdLevel {
 
 /// Normalises one row into `y`; returns (μ, 1/σ). `stream`: see [`streams`] (AVX2 path only;
 /// rows whose length is not a multiple of 8 floats fall back to normal stores).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // `stream`: an AVX2 hint
 fn fwd_row(
     level: SimdLevel,
     x: &[f32],
@@ -438,6 +439,7 @@ fn fwd_row(
 
 /// Backward of one row: writes `dx`, adds dy∘x̂ into `dg` and dy into `db`.
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // `stream`: an AVX2 hint
 fn bwd_row(
     level: SimdLevel,
     dy: &[f32],

@@ -569,7 +569,9 @@ unsafe fn kernel_neon(
     // the NR at each `b + p·ldb` and the MR×NR tile at `c`, which the caller guarantees are valid;
     // the caller guarantees NEON.
     unsafe {
-        let mut acc = [[vdupq_n_f32(0.0); 4]; MR];
+        // Each row of the tile is NR / 4 = 4 NEON registers of 4 floats.
+        const { assert!(NR == 16) };
+        let mut acc = [[vdupq_n_f32(0.0); NR / 4]; MR];
         let (mut ap, mut bp) = (a, b);
         for _ in 0..kc {
             let bv = [

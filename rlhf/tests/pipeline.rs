@@ -112,7 +112,8 @@ fn the_tiny_pipeline_runs_every_stage() {
 }
 
 /// The options around the recipe: reusing a pretrained run (no pretraining again), PPO-ptx
-/// on the world's corpus, and the gold reward (the labeler's rubric score, minus 1).
+/// on the world's corpus, the gold reward (the labeler's rubric score, minus 1), and SFT on
+/// fewer demonstrations.
 #[test]
 fn a_rerun_reuses_the_pretrained_model_and_runs_ppo_ptx_against_the_gold_reward() {
     let tmp = tempfile::tempdir().unwrap();
@@ -128,6 +129,7 @@ fn a_rerun_reuses_the_pretrained_model_and_runs_ppo_ptx_against_the_gold_reward(
     config.pretrained = Some(first.join("pretrain"));
     config.ppo_reward = PpoReward::Gold;
     config.ppo.ptx_coef = 1.0;
+    config.demonstrations = 40;
     let mut notes = Vec::new();
     let s2 = run(&config, &second, |e| {
         if let Event::Note(n) = e {
@@ -140,6 +142,15 @@ fn a_rerun_reuses_the_pretrained_model_and_runs_ppo_ptx_against_the_gold_reward(
         "no reuse note in {notes:?}"
     );
     assert_eq!(s2.pretrain_val_loss, s1.pretrain_val_loss);
+    assert!(s1.sft_demonstrations > 400, "{}", s1.sft_demonstrations);
+    assert_eq!(s2.sft_demonstrations, 40);
+    // SFT ran on those 40: one step per batch of 16, per epoch.
+    let sft_steps = rlhf::report::read_metrics(second.join("sft/metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("loss").is_some())
+        .count();
+    assert_eq!(sft_steps, config.sft.epochs * 40usize.div_ceil(16));
     for file in [
         "model.safetensors",
         "config.json",

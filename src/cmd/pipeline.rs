@@ -32,6 +32,10 @@ pub struct Args {
     /// rubric score: what PPO could reach with a perfect reward model, a diagnostic).
     #[arg(long, default_value = "model")]
     pub ppo_reward: String,
+    /// SFT on the demonstrations of the first N train prompts only (default: all of them);
+    /// rankings and PPO still use every train prompt. What if labelers wrote fewer?
+    #[arg(long)]
+    pub demonstrations: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -50,6 +54,14 @@ pub fn run(args: Args) -> Result<()> {
         config.beta_zero = false;
     }
     config.pretrained = args.pretrained;
+    if let Some(n) = args.demonstrations {
+        if n == 0 {
+            return Err(anyhow!(
+                "--demonstrations must be at least 1 (SFT needs data)"
+            ));
+        }
+        config.demonstrations = n;
+    }
     config.ppo_reward = match args.ppo_reward.as_str() {
         "model" => PpoReward::Model,
         "gold" => PpoReward::Gold,

@@ -102,10 +102,19 @@ pub struct CudaValueModel<T: Precision> {
     v_w: CudaSlice<f32>,
     m_b: CudaSlice<f32>,
     v_b: CudaSlice<f32>,
-    /// V `[BT]` (f32), ∂L/∂V `[BT]` and ∂L/∂z `[BT, C]` (activation type), for the last shape.
+    /// The head's activations for the last batch shape (none before the first forward).
+    acts: Option<HeadActs<T>>,
+}
+
+/// V `[BT]` (f32), ∂L/∂V `[BT]` and ∂L/∂z `[BT, C]` (activation type).
+struct HeadActs<T> {
     values: CudaSlice<f32>,
     dvalues: CudaSlice<T>,
     dz: CudaSlice<T>,
+}
+
+fn no_forward() -> PpoError {
+    PpoError::Invalid("the GPU value model has no forward pass to work from".into())
 }
 
 impl<T: Precision> CudaValueModel<T> {
@@ -131,9 +140,7 @@ impl<T: Precision> CudaValueModel<T> {
             v_w: zf(c)?,
             m_b: zf(1)?,
             v_b: zf(1)?,
-            values: zf(0)?,
-            dvalues: gpu.zeros::<T>(0).map_err(model::Error::from)?,
-            dz: gpu.zeros::<T>(0).map_err(model::Error::from)?,
+            acts: None,
             trunk,
         })
     }
@@ -144,12 +151,15 @@ impl<T: Precision> CudaValueModel<T> {
         let gpu = self.trunk.gpu().clone();
         let c = self.trunk.config().n_embd;
         let bt = batch * seq;
-        if self.values.len() != bt {
-            let z = |n| gpu.zeros::<f32>(n).map_err(model::Error::from);
-            self.values = z(bt)?;
-            self.dvalues = gpu.zeros::<T>(bt).map_err(model::Error::from)?;
-            self.dz = gpu.zeros::<T>(bt * c).map_err(model::Error::from)?;
+        if self.acts.as_ref().is_none_or(|a| a.values.len() != bt) {
+            self.acts = None; // free the old set before allocating the new one
+            self.acts = Some(HeadActs {
+                values: gpu.zeros::<f32>(bt).map_err(model::Error::from)?,
+                dvalues: gpu.zeros::<T>(bt).map_err(model::Error::from)?,
+                dz: gpu.zeros::<T>(bt * c).map_err(model::Error::from)?,
+            });
         }
+        let acts = self.acts.as_mut().ok_or_else(no_forward)?;
         let z = self.trunk.forward_hidden(ids, batch, seq)?;
         // V = z·w [BT, C]·[C, 1] (f32 out), + b.
         let w = T::read_weight(&self.head_w)?;
@@ -163,11 +173,11 @@ impl<T: Precision> CudaValueModel<T> {
             w,
             plain(1),
             0.0,
-            &mut self.values,
+            &mut acts.values,
         )?;
-        gpu.add_bias_assign(&mut self.values, &self.head_b.value, bt, 1)
+        gpu.add_bias_assign(&mut acts.values, &self.head_b.value, bt, 1)
             .map_err(model::Error::from)?;
-        Ok(gpu.download(&self.values).map_err(model::Error::from)?)
+        Ok(gpu.download(&acts.values).map_err(model::Error::from)?)
     }
 
     /// The backward of the last [`CudaValueModel::values`] given ∂L/∂V at every position
@@ -176,14 +186,15 @@ impl<T: Precision> CudaValueModel<T> {
     pub fn backward(&mut self, dvalues: &[f32]) -> Result<()> {
         let gpu = self.trunk.gpu().clone();
         let c = self.trunk.config().n_embd;
-        let bt = self.values.len();
+        let acts = self.acts.as_mut().ok_or_else(no_forward)?;
+        let bt = acts.values.len();
         if dvalues.len() != bt {
             return invalid(format!(
                 "{} value gradients for the {bt} values of the last forward",
                 dvalues.len()
             ));
         }
-        upload_f32(&gpu, dvalues, &mut self.dvalues)?;
+        upload_f32(&gpu, dvalues, &mut acts.dvalues)?;
         let z = self.trunk.hidden()?;
         // ∂L/∂w [C, 1] = zᵀ [C, BT] · ∂L/∂V [BT, 1]  (z stored [BT, C]: transposed, ld C)
         let zt = Bf16Operand {
@@ -198,7 +209,7 @@ impl<T: Precision> CudaValueModel<T> {
             1,
             z,
             zt,
-            &self.dvalues,
+            &acts.dvalues,
             plain(1),
             0.0,
             &mut self.grad_w,
@@ -213,13 +224,13 @@ impl<T: Precision> CudaValueModel<T> {
             bt,
             1,
             c,
-            &self.dvalues,
+            &acts.dvalues,
             plain(1),
             w,
             plain(c),
-            &mut self.dz,
+            &mut acts.dz,
         )?;
-        self.trunk.backward_hidden(&self.dz)?;
+        self.trunk.backward_hidden(&acts.dz)?;
         Ok(())
     }
 

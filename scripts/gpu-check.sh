@@ -7,7 +7,9 @@
 #      wheel nvidia-cuda-nvrtc-cu12 in a venv (as scripts/cuda-check-no-gpu.sh does);
 #   2. builds kernels with --features cuda,cublas (release) and runs kernels/tests/cuda.rs,
 #      then the GPU GPT's tests model/tests/cuda_gpt.rs (forward, every gradient and AdamW
-#      steps against the CPU model, f32 and bf16); every test must really run: a
+#      steps against the CPU model, f32 and bf16) and the GPU PPO iteration's
+#      rlhf/tests/cuda_ppo.rs (one PPO iteration against the CPU PpoTrainer, f32 and bf16);
+#      every test must really run: a
 #      "skipped (no GPU)" line fails this script;
 #   3. times PyTorch's scaled_dot_product_attention at B8 H12 T1024 D64 (f32 and bf16) when a
 #      Python with torch and CUDA is found (PYTHON, default python3);
@@ -54,6 +56,7 @@ if ! cargo build --release -p kernels --features "$FEATURES" --examples --tests 
   cargo build --release -p kernels --features "$FEATURES" --examples --tests
 fi
 cargo build --release -p model --features cuda --examples --tests 2>&1 | tail -3 || echo "FAIL: the GPU GPT (model --features cuda) did not build"
+cargo build --release -p rlhf --features cuda --tests 2>&1 | tail -3 || echo "FAIL: the GPU PPO step (rlhf --features cuda) did not build"
 
 echo "== GPU tests (kernels/tests/cuda.rs)"
 set +e
@@ -61,6 +64,9 @@ cargo test --release -p kernels --features "$FEATURES" --test cuda -- --nocaptur
 test_rc=${PIPESTATUS[0]}
 echo "== GPU GPT tests (model/tests/cuda_gpt.rs)"
 cargo test --release -p model --features cuda --test cuda_gpt -- --nocapture --test-threads=1 2>&1 | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || test_rc=1
+echo "== GPU PPO tests (rlhf/tests/cuda_ppo.rs)"
+cargo test --release -p rlhf --features cuda --test cuda_ppo -- --nocapture --test-threads=1 2>&1 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" -eq 0 ] || test_rc=1
 set -e
 if grep -q 'skipped (no GPU)' "$LOG"; then

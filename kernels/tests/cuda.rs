@@ -808,6 +808,167 @@ fn cross_entropy_matches_reference() {
     }
 }
 
+/// The row-scaled cross-entropy (PPO's log-probs at a temperature, and its weighted backward)
+/// against the f64 reference run on the scaled logits, with the entropy computed directly;
+/// with every scale 1 it must give the plain kernels' bits.
+#[test]
+fn cross_entropy_scaled_matches_reference() {
+    let Some(gpu) = gpu("cross_entropy_scaled_matches_reference") else {
+        return;
+    };
+    let mut rng = Rng::new(61);
+    let ignore = -100i64;
+    for (rows, vocab) in [(1, 1), (9, 3), (7, 1000), (3, 50257)] {
+        let x = rng.vec(rows * vocab, -6.0, 6.0);
+        let targets: Vec<i64> = (0..rows)
+            .map(|r| {
+                if r % 3 == 1 {
+                    ignore
+                } else {
+                    rng.below(vocab) as i64
+                }
+            })
+            .collect();
+        let dl = rng.vec(rows, -2.0, 2.0);
+        // 1/temperature for T = 0.7 and T = 1.3, and plain rows.
+        let scale: Vec<f32> = (0..rows)
+            .map(|r| [1.0 / 0.7, 1.0, 1.0 / 1.3][r % 3])
+            .collect();
+        let y64: Vec<f64> = (0..rows * vocab)
+            .map(|i| x[i] as f64 * scale[i / vocab] as f64)
+            .collect();
+        let (mut loss_ref, mut lse_ref) = (vec![0.0; rows], vec![0.0; rows]);
+        crossentropy::cross_entropy_fwd_ref(
+            &y64,
+            &targets,
+            rows,
+            vocab,
+            ignore,
+            &mut loss_ref,
+            &mut lse_ref,
+        );
+        let entropy_ref: Vec<f64> = (0..rows)
+            .map(|r| {
+                let row = &y64[r * vocab..(r + 1) * vocab];
+                -row.iter()
+                    .map(|&y| (y - lse_ref[r]).exp() * (y - lse_ref[r]))
+                    .sum::<f64>()
+            })
+            .collect();
+        // d/dx = s·d/dy: the reference backward on y with upstream dl·s.
+        let dl_scaled: Vec<f64> = (0..rows).map(|r| dl[r] as f64 * scale[r] as f64).collect();
+        let mut dx_ref = vec![0.0; rows * vocab];
+        crossentropy::cross_entropy_bwd_ref(
+            &y64,
+            &targets,
+            &lse_ref,
+            &dl_scaled,
+            rows,
+            vocab,
+            ignore,
+            &mut dx_ref,
+        );
+        let shape = format!("{rows}x{vocab}");
+        let (dx_in, dt) = (gpu.upload(&x).unwrap(), gpu.upload(&targets).unwrap());
+        let ds = gpu.upload(&scale).unwrap();
+        let z = || gpu.zeros::<f32>(rows).unwrap();
+        let (mut loss, mut lse, mut ent) = (z(), z(), z());
+        gpu.cross_entropy_scaled_fwd(
+            &dx_in,
+            &dt,
+            &ds,
+            rows,
+            vocab,
+            ignore,
+            &mut loss,
+            &mut lse,
+            Some(&mut ent),
+        )
+        .unwrap();
+        let tag = |what: &str| format!("scaled ce {what} {shape}");
+        let got_loss = gpu.download(&loss).unwrap();
+        assert_close(&tag("loss"), &got_loss, &loss_ref, RTOL);
+        assert_close(&tag("lse"), &gpu.download(&lse).unwrap(), &lse_ref, RTOL);
+        // An entropy is a sum of p·log p that cancels towards 0 for a peaked row: compared
+        // relative to log(vocab), its range.
+        let got_ent = gpu.download(&ent).unwrap();
+        for (r, (&g, &w)) in got_ent.iter().zip(&entropy_ref).enumerate() {
+            let tol = RTOL * (w.abs() + (vocab as f64).ln() + 1.0);
+            assert!(
+                (g as f64 - w).abs() <= tol,
+                "{}[{r}]: {g} vs {w}",
+                tag("entropy")
+            );
+        }
+        // Without the entropy: the same losses.
+        let mut loss2 = z();
+        gpu.cross_entropy_scaled_fwd(
+            &dx_in, &dt, &ds, rows, vocab, ignore, &mut loss2, &mut lse, None,
+        )
+        .unwrap();
+        assert_eq!(
+            gpu.download(&loss2).unwrap(),
+            got_loss,
+            "{}",
+            tag("loss, no entropy")
+        );
+        let ddl = gpu.upload(&dl).unwrap();
+        let mut dx = gpu.zeros::<f32>(rows * vocab).unwrap();
+        gpu.cross_entropy_scaled_bwd(&dx_in, &dt, &ds, &lse, &ddl, rows, vocab, ignore, &mut dx)
+            .unwrap();
+        assert_close(&tag("dlogits"), &gpu.download(&dx).unwrap(), &dx_ref, RTOL);
+
+        // Every scale 1: bit for bit the plain kernels.
+        let ones = gpu.upload(&vec![1.0f32; rows]).unwrap();
+        let (mut l1, mut lse1, mut l2, mut lse2) = (z(), z(), z(), z());
+        gpu.cross_entropy_fwd(&dx_in, &dt, rows, vocab, ignore, &mut l1, &mut lse1)
+            .unwrap();
+        gpu.cross_entropy_scaled_fwd(
+            &dx_in, &dt, &ones, rows, vocab, ignore, &mut l2, &mut lse2, None,
+        )
+        .unwrap();
+        assert_eq!(
+            gpu.download(&l1).unwrap(),
+            gpu.download(&l2).unwrap(),
+            "{}",
+            tag("s = 1 loss")
+        );
+        assert_eq!(
+            gpu.download(&lse1).unwrap(),
+            gpu.download(&lse2).unwrap(),
+            "{}",
+            tag("s = 1 lse")
+        );
+        let (mut d1, mut d2) = (
+            gpu.zeros::<f32>(rows * vocab).unwrap(),
+            gpu.zeros::<f32>(rows * vocab).unwrap(),
+        );
+        gpu.cross_entropy_bwd(&dx_in, &dt, &lse1, &ddl, rows, vocab, ignore, &mut d1)
+            .unwrap();
+        gpu.cross_entropy_scaled_bwd(
+            &dx_in, &dt, &ones, &lse1, &ddl, rows, vocab, ignore, &mut d2,
+        )
+        .unwrap();
+        assert_eq!(
+            gpu.download(&d1).unwrap(),
+            gpu.download(&d2).unwrap(),
+            "{}",
+            tag("s = 1 dlogits")
+        );
+    }
+    // A wrong row_scale length is an error, not a launch.
+    let (x, t) = (
+        gpu.upload(&[0.0f32; 6]).unwrap(),
+        gpu.upload(&[0i64, 1]).unwrap(),
+    );
+    let bad = gpu.upload(&[1.0f32]).unwrap();
+    let (mut l, mut lse) = (gpu.zeros::<f32>(2).unwrap(), gpu.zeros::<f32>(2).unwrap());
+    assert!(matches!(
+        gpu.cross_entropy_scaled_fwd(&x, &t, &bad, 2, 3, ignore, &mut l, &mut lse, None),
+        Err(CudaError::BadArgument(_))
+    ));
+}
+
 #[test]
 fn gelu_matches_reference() {
     let Some(gpu) = gpu("gelu_matches_reference") else {

@@ -337,6 +337,40 @@ pub struct Weight<T> {
     pub copy: Option<CudaSlice<T>>,
 }
 
+impl<T: Precision> Weight<T> {
+    /// Uploads `values` as an f32 master and, when `with_copy` and `T` keeps weight copies
+    /// (bf16), makes its bf16 copy.
+    pub fn upload(gpu: &Gpu, values: &[f32], with_copy: bool) -> Result<Weight<T>> {
+        let value = gpu.upload(values)?;
+        let copy = if T::WEIGHT_COPIES && with_copy {
+            let mut copy = gpu.zeros::<T>(values.len())?;
+            // The f32 → bf16 conversion kernel writes u16 bits: only meaningful for T = u16,
+            // which is the only precision with WEIGHT_COPIES.
+            to_bf16_copy(gpu, &value, &mut copy)?;
+            Some(copy)
+        } else {
+            None
+        };
+        Ok(Weight { value, copy })
+    }
+
+    /// One AdamW step on the master with gradient `grad` and moments `m`, `v` (step `h`),
+    /// rewriting the bf16 copy, if any, in the same pass.
+    pub fn adamw(
+        &mut self,
+        gpu: &Gpu,
+        grad: &CudaSlice<f32>,
+        m: &mut CudaSlice<f32>,
+        v: &mut CudaSlice<f32>,
+        h: AdamWStep,
+    ) -> Result<()> {
+        match &mut self.copy {
+            Some(copy) => adamw_with_copy(gpu, &mut self.value, grad, m, v, copy, h),
+            None => Ok(gpu.adamw(&mut self.value, grad, m, v, h)?),
+        }
+    }
+}
+
 /// The twelve tensors of one block, named as in [`crate::gpt::Block`] (HF order).
 pub struct BlockTensors<X> {
     pub ln_1_w: X,
@@ -518,9 +552,37 @@ struct Activations<T> {
     logits: CudaSlice<T>,
     losses: CudaSlice<f32>,
     ce_lse: CudaSlice<f32>,
+    /// The scaled cross-entropy's per-row logit factors and entropies `[BT]`
+    /// ([`CudaGpt::forward_rows`]).
+    row_scale: CudaSlice<f32>,
+    entropy: CudaSlice<f32>,
+    /// What the last forward computed on top of the trunk (what a backward starts from).
+    head: Head,
     /// Rows whose target counts (not [`IGNORE_INDEX`]) in the last forward.
     counted: usize,
     scratch: Scratch<T>,
+}
+
+/// What the last forward pass computed above z = ln_f(h_L).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    /// Nothing yet (or a forward that failed part way).
+    None,
+    /// Only z ([`CudaGpt::forward_hidden`]).
+    Hidden,
+    /// Logits and the plain cross-entropy ([`CudaGpt::forward`]).
+    CrossEntropy,
+    /// Logits and the row-scaled cross-entropy ([`CudaGpt::forward_rows`]).
+    ScaledCrossEntropy,
+}
+
+/// Per-row results of [`CudaGpt::forward_rows`], `[BT]` each.
+#[derive(Clone, Debug)]
+pub struct RowLosses {
+    /// −log softmax(s_r·logits_r)[t_r], 0 on ignored rows.
+    pub losses: Vec<f32>,
+    /// The entropy of softmax(s_r·logits_r) (nats), when asked for.
+    pub entropy: Option<Vec<f32>>,
 }
 
 /// Buffers used within one layer at a time (forward temporaries and backward gradients),
@@ -599,6 +661,9 @@ impl<T: Precision> Activations<T> {
             logits: z(bt * v)?,
             losses: zf(bt)?,
             ce_lse: zf(bt)?,
+            row_scale: zf(bt)?,
+            entropy: zf(bt)?,
+            head: Head::None,
             counted: 0,
             scratch: Scratch {
                 pos_emb: z(bt * c)?,
@@ -687,18 +752,7 @@ impl<T: Precision> CudaGpt<T> {
         T::check_head_dim(config.head_dim())?;
         let params = model.params();
         let weights = GptTensors::build(&config, |i, name, _| {
-            let values = params[i].to_vec_f32();
-            let value = gpu.upload(&values)?;
-            let copy = if T::WEIGHT_COPIES && reads_bf16_copy(name) {
-                let mut copy = gpu.zeros::<T>(values.len())?;
-                // The f32 → bf16 conversion kernel writes u16 bits: only meaningful for T = u16,
-                // which is the only precision with WEIGHT_COPIES.
-                to_bf16_copy(&gpu, &value, &mut copy)?;
-                Some(copy)
-            } else {
-                None
-            };
-            Ok(Weight { value, copy })
+            Weight::upload(&gpu, &params[i].to_vec_f32(), reads_bf16_copy(name))
         })?;
         let zeros =
             |_: usize, _: &str, shape: &[usize]| Ok(gpu.zeros::<f32>(shape.iter().product())?);
@@ -774,16 +828,16 @@ impl<T: Precision> CudaGpt<T> {
         Ok(())
     }
 
-    /// The forward pass on `ids` (row-major `[batch, seq]`) with next-token `targets`
-    /// ([`IGNORE_INDEX`] rows do not count): fills every activation buffer and returns the
-    /// mean cross-entropy over the counted rows (0 when none counts, as the CPU op).
-    pub fn forward(
+    /// The trunk's forward on `ids` (row-major `[batch, seq]`), with next-token `targets`
+    /// uploaded for the loss that may follow: (re)allocates the activations for this shape,
+    /// then h₀, the blocks and z = ln_f(h_L) (`acts.lnf`). Nothing past ln_f runs.
+    fn forward_trunk(
         &mut self,
         ids: &[usize],
         targets: &[i64],
         batch: usize,
         seq: usize,
-    ) -> Result<f64> {
+    ) -> Result<()> {
         self.check_batch(ids, targets, batch, seq)?;
         let gpu = &*self.gpu;
         if self
@@ -797,6 +851,7 @@ impl<T: Precision> CudaGpt<T> {
         let acts = self.acts.as_mut().ok_or_else(no_acts)?;
         let d = dims(&self.config, batch, seq);
         let w = &self.weights;
+        acts.head = Head::None;
 
         // Inputs.
         let ids32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
@@ -820,7 +875,7 @@ impl<T: Precision> CudaGpt<T> {
             block_forward(gpu, &d, bw, &before[l], la, s, &mut after[0])?;
         }
 
-        // logits = ln_f(h_L)·wteᵀ
+        // z = ln_f(h_L)
         let h_last = &acts.residual[self.config.n_layer];
         gpu.layernorm_fwd(
             h_last,
@@ -832,10 +887,17 @@ impl<T: Precision> CudaGpt<T> {
             &mut acts.lnf,
             &mut acts.lnf_mean,
             &mut acts.lnf_rstd,
-        )?;
-        let wte = T::read_weight(&w.wte)?;
+        )
+        .map_err(Error::from)
+    }
+
+    /// logits = z·wteᵀ `[BT, V]` from the last [`CudaGpt::forward_trunk`].
+    fn unembed(&mut self) -> Result<()> {
+        let acts = self.acts.as_mut().ok_or_else(no_acts)?;
+        let d = dims(&self.config, acts.batch, acts.seq);
+        let wte = T::read_weight(&self.weights.wte)?;
         T::matmul(
-            gpu,
+            &self.gpu,
             d.bt,
             d.c,
             d.v,
@@ -844,53 +906,177 @@ impl<T: Precision> CudaGpt<T> {
             wte,
             transposed(d.c),
             &mut acts.logits,
-        )?;
+        )
+    }
+
+    /// The forward pass on `ids` (row-major `[batch, seq]`) with next-token `targets`
+    /// ([`IGNORE_INDEX`] rows do not count): fills every activation buffer and returns the
+    /// mean cross-entropy over the counted rows (0 when none counts, as the CPU op).
+    pub fn forward(
+        &mut self,
+        ids: &[usize],
+        targets: &[i64],
+        batch: usize,
+        seq: usize,
+    ) -> Result<f64> {
+        self.forward_trunk(ids, targets, batch, seq)?;
+        self.unembed()?;
+        let gpu = &*self.gpu;
+        let acts = self.acts.as_mut().ok_or_else(no_acts)?;
+        let (bt, v) = (acts.batch * acts.seq, self.config.vocab_size);
 
         // loss = Σ_r loss_r / counted
         gpu.cross_entropy_fwd(
             &acts.logits,
             &acts.targets,
-            d.bt,
-            d.v,
+            bt,
+            v,
             IGNORE_INDEX,
             &mut acts.losses,
             &mut acts.ce_lse,
         )?;
+        acts.head = Head::CrossEntropy;
         if acts.counted == 0 {
             return Ok(0.0);
         }
         Ok(gpu.sum(&acts.losses)? as f64 / acts.counted as f64)
     }
 
+    /// The forward pass with one cross-entropy per row of logits scaled row by row:
+    /// `loss_r = −log softmax(s_r·logits_r)[t_r]` (0 where `targets[r]` is [`IGNORE_INDEX`]),
+    /// with `s_r = row_scale[r]` (1/temperature for PPO's log-probs: logπ(t_r) = −loss_r).
+    /// Returns every row's loss and, when `entropy`, every row's entropy of softmax(s_r·logits_r)
+    /// (downloaded). [`CudaGpt::backward_rows`] then gives the gradient of Σ_r c_r·loss_r.
+    pub fn forward_rows(
+        &mut self,
+        ids: &[usize],
+        targets: &[i64],
+        row_scale: &[f32],
+        batch: usize,
+        seq: usize,
+        entropy: bool,
+    ) -> Result<RowLosses> {
+        if row_scale.len() != batch * seq {
+            return Err(Error::Invalid(format!(
+                "{} row scales for a batch of {batch} x {seq}",
+                row_scale.len()
+            )));
+        }
+        self.forward_trunk(ids, targets, batch, seq)?;
+        self.unembed()?;
+        let gpu = &*self.gpu;
+        let acts = self.acts.as_mut().ok_or_else(no_acts)?;
+        let (bt, v) = (acts.batch * acts.seq, self.config.vocab_size);
+        gpu.upload_into(row_scale, &mut acts.row_scale)?;
+        gpu.cross_entropy_scaled_fwd(
+            &acts.logits,
+            &acts.targets,
+            &acts.row_scale,
+            bt,
+            v,
+            IGNORE_INDEX,
+            &mut acts.losses,
+            &mut acts.ce_lse,
+            entropy.then_some(&mut acts.entropy),
+        )?;
+        acts.head = Head::ScaledCrossEntropy;
+        Ok(RowLosses {
+            losses: gpu.download(&acts.losses)?,
+            entropy: match entropy {
+                true => Some(gpu.download(&acts.entropy)?),
+                false => None,
+            },
+        })
+    }
+
+    /// The trunk alone on `ids` (`[batch, seq]`): returns z = ln_f(h_L), `[BT, C]` in the
+    /// activation type, the input of a head other than the tied unembedding (a value or
+    /// reward head). [`CudaGpt::backward_hidden`] takes that head's gradient back.
+    pub fn forward_hidden(
+        &mut self,
+        ids: &[usize],
+        batch: usize,
+        seq: usize,
+    ) -> Result<&CudaSlice<T>> {
+        let no_targets = vec![IGNORE_INDEX; ids.len()];
+        self.forward_trunk(ids, &no_targets, batch, seq)?;
+        let acts = self.acts.as_mut().ok_or_else(no_acts)?;
+        acts.head = Head::Hidden;
+        Ok(&acts.lnf)
+    }
+
+    /// z = ln_f(h_L) `[BT, C]` of the last [`CudaGpt::forward_hidden`].
+    pub fn hidden(&self) -> Result<&CudaSlice<T>> {
+        match &self.acts {
+            Some(acts) if acts.head == Head::Hidden => Ok(&acts.lnf),
+            _ => Err(Error::Invalid(
+                "no hidden states: call forward_hidden first".into(),
+            )),
+        }
+    }
+
     /// The backward pass of the last [`CudaGpt::forward`]: overwrites every parameter's
     /// gradient with d(mean loss)/dθ.
     pub fn backward(&mut self) -> Result<()> {
-        let gpu = &*self.gpu;
-        let acts = self.acts.as_mut().ok_or_else(no_acts)?;
-        let d = dims(&self.config, acts.batch, acts.seq);
-        let (w, g) = (&self.weights, &mut self.grads);
-        let s = &mut acts.scratch;
-
+        let acts = self.acts.as_ref().ok_or_else(no_acts)?;
         // d loss / d loss_r = 1/counted on every row (the kernel zeroes ignored rows).
         let per_row = if acts.counted == 0 {
             0.0
         } else {
             1.0 / acts.counted as f32
         };
-        gpu.upload_into(&vec![per_row; d.bt], &mut s.dlosses)?;
-        gpu.cross_entropy_bwd(
-            &acts.logits,
-            &acts.targets,
-            &acts.ce_lse,
-            &s.dlosses,
-            d.bt,
-            d.v,
-            IGNORE_INDEX,
-            &mut s.dlogits,
-        )?;
+        let bt = acts.batch * acts.seq;
+        self.backward_rows(&vec![per_row; bt])
+    }
+
+    /// The backward pass of the last [`CudaGpt::forward`] or [`CudaGpt::forward_rows`] for the
+    /// loss Σ_r c_r·loss_r, `row_weights[r]` = c_r (a weighted cross-entropy; the policy
+    /// gradient of PPO's clipped surrogate is one): overwrites every parameter's gradient.
+    pub fn backward_rows(&mut self, row_weights: &[f32]) -> Result<()> {
+        let gpu = &*self.gpu;
+        let acts = self.acts.as_mut().ok_or_else(no_acts)?;
+        let d = dims(&self.config, acts.batch, acts.seq);
+        if row_weights.len() != d.bt {
+            return Err(Error::Invalid(format!(
+                "{} row weights for {} rows",
+                row_weights.len(),
+                d.bt
+            )));
+        }
+        let s = &mut acts.scratch;
+        gpu.upload_into(row_weights, &mut s.dlosses)?;
+        match acts.head {
+            Head::CrossEntropy => gpu.cross_entropy_bwd(
+                &acts.logits,
+                &acts.targets,
+                &acts.ce_lse,
+                &s.dlosses,
+                d.bt,
+                d.v,
+                IGNORE_INDEX,
+                &mut s.dlogits,
+            )?,
+            Head::ScaledCrossEntropy => gpu.cross_entropy_scaled_bwd(
+                &acts.logits,
+                &acts.targets,
+                &acts.row_scale,
+                &acts.ce_lse,
+                &s.dlosses,
+                d.bt,
+                d.v,
+                IGNORE_INDEX,
+                &mut s.dlogits,
+            )?,
+            Head::None | Head::Hidden => {
+                return Err(Error::Invalid(
+                    "the last GPU forward computed no loss to take the gradient of".into(),
+                ))
+            }
+        }
 
         // logits = z·wteᵀ: dwte = dlogitsᵀ·z (the embedding's part is added at the end),
         // dz = dlogits·wte.
+        let (w, g) = (&self.weights, &mut self.grads);
         T::matmul_f32_out(
             gpu,
             d.v,
@@ -915,6 +1101,44 @@ impl<T: Precision> CudaGpt<T> {
             plain(d.c),
             &mut s.dln,
         )?;
+        self.backward_trunk(true)
+    }
+
+    /// The backward pass of the last [`CudaGpt::forward_hidden`] given `dz` = d loss/dz
+    /// (`[BT, C]`, from the head on top): overwrites every parameter's gradient (wte's is the
+    /// embedding's alone, as the tied unembedding was not used).
+    pub fn backward_hidden(&mut self, dz: &CudaSlice<T>) -> Result<()> {
+        let acts = self.acts.as_mut().ok_or_else(no_acts)?;
+        if acts.head != Head::Hidden {
+            return Err(Error::Invalid(
+                "backward_hidden needs a forward_hidden just before".into(),
+            ));
+        }
+        let s = &mut acts.scratch;
+        if dz.len() != s.dln.len() {
+            return Err(Error::Invalid(format!(
+                "hidden-state gradient of {} values for {} ([BT, C])",
+                dz.len(),
+                s.dln.len()
+            )));
+        }
+        self.gpu
+            .stream()
+            .memcpy_dtod(dz, &mut s.dln)
+            .map_err(CudaError::from)?;
+        self.backward_trunk(false)
+    }
+
+    /// From `scratch.dln` = d loss/dz down: ln_f, the blocks, the embeddings. `wte_has_grad`:
+    /// the unembedding already wrote wte's gradient (the embedding's scatter-sum is added to
+    /// it); otherwise the scatter-sum overwrites it.
+    fn backward_trunk(&mut self, wte_has_grad: bool) -> Result<()> {
+        let gpu = &*self.gpu;
+        let acts = self.acts.as_mut().ok_or_else(no_acts)?;
+        let d = dims(&self.config, acts.batch, acts.seq);
+        let (w, g) = (&self.weights, &mut self.grads);
+        let s = &mut acts.scratch;
+
         // z = ln_f(h_L): the residual stream's gradient starts here (overwritten).
         let h_last = &acts.residual[self.config.n_layer];
         gpu.layernorm_bwd(
@@ -945,9 +1169,9 @@ impl<T: Precision> CudaGpt<T> {
         }
 
         // h₀ = wte[ids] + wpe[pos]: scatter-sum dres into both tables (wte adds to the
-        // unembedding's gradient above; wpe is overwritten).
+        // unembedding's gradient when there is one; wpe is overwritten).
         let groups = acts.token_groups.as_ref().ok_or_else(no_acts)?;
-        gpu.embedding_bwd(&s.dres, groups, d.v, d.c, true, &mut g.wte)?;
+        gpu.embedding_bwd(&s.dres, groups, d.v, d.c, wte_has_grad, &mut g.wte)?;
         let ctx = self.config.n_positions;
         gpu.embedding_bwd(&s.dres, &acts.position_groups, ctx, d.c, false, &mut g.wpe)?;
         Ok(())
@@ -958,8 +1182,24 @@ impl<T: Precision> CudaGpt<T> {
     /// when `opt.decay_matrices_only`, as the CPU `AdamW`); in mixed precision the bf16 copies
     /// are rewritten in the same pass. Returns the norm before clipping.
     pub fn clip_and_update(&mut self, lr: f64, opt: &AdamWConfig, max_norm: f64) -> Result<f64> {
+        let norm = self
+            .gpu
+            .clip_grad_norm(&mut self.grads.iter_mut(), max_norm)?;
+        self.update(lr, opt)?;
+        Ok(norm)
+    }
+
+    /// Every parameter's gradient buffer, in [`param_shapes`] order: for a global-norm clip
+    /// shared with parameters that live outside the model (a value head), before
+    /// [`CudaGpt::update`].
+    pub fn grads_mut(&mut self) -> Vec<&mut CudaSlice<f32>> {
+        self.grads.iter_mut()
+    }
+
+    /// One AdamW step at learning rate `lr` on every parameter with the current gradients, no
+    /// clipping ([`CudaGpt::clip_and_update`] is clipping, then this).
+    pub fn update(&mut self, lr: f64, opt: &AdamWConfig) -> Result<()> {
         let gpu = &*self.gpu;
-        let norm = gpu.clip_grad_norm(&mut self.grads.iter_mut(), max_norm)?;
         self.adamw_step += 1;
         let grads = self.grads.iter();
         let params = self.weights.iter_mut();
@@ -970,13 +1210,9 @@ impl<T: Precision> CudaGpt<T> {
             .zip(self.adam_v.iter_mut());
         for (((p, g), (m, v)), &rank) in params.into_iter().zip(grads).zip(moments).zip(&self.ranks)
         {
-            let h = opt.step_for(lr, rank, self.adamw_step);
-            match &mut p.copy {
-                Some(copy) => adamw_with_copy(gpu, &mut p.value, g, m, v, copy, h)?,
-                None => gpu.adamw(&mut p.value, g, m, v, h)?,
-            }
+            p.adamw(gpu, g, m, v, opt.step_for(lr, rank, self.adamw_step))?;
         }
-        Ok(norm)
+        Ok(())
     }
 
     /// One training step on one batch: forward, backward, clip to `max_norm` (≤ 0: no
@@ -1131,7 +1367,7 @@ fn as_bf16<T: Precision>(x: &mut CudaSlice<T>) -> Option<&mut CudaSlice<u16>> {
 }
 
 /// A device buffer of `T` as f32 values on the host (bf16 widened exactly).
-fn download_f32<T: Precision>(gpu: &Gpu, x: &CudaSlice<T>) -> Result<Vec<f32>> {
+pub fn download_f32<T: Precision>(gpu: &Gpu, x: &CudaSlice<T>) -> Result<Vec<f32>> {
     if let Some(x) = (x as &dyn std::any::Any).downcast_ref::<CudaSlice<f32>>() {
         return Ok(gpu.download(x)?);
     }
@@ -1146,6 +1382,22 @@ fn download_f32<T: Precision>(gpu: &Gpu, x: &CudaSlice<T>) -> Result<Vec<f32>> {
         "no download for {} buffers",
         T::NAME
     )))
+}
+
+/// Host f32 values into a device buffer of `T` (rounded to bf16, to nearest even, for
+/// `T = u16`).
+pub fn upload_f32<T: Precision>(gpu: &Gpu, host: &[f32], dst: &mut CudaSlice<T>) -> Result<()> {
+    if let Some(dst) = (dst as &mut dyn std::any::Any).downcast_mut::<CudaSlice<f32>>() {
+        return Ok(gpu.upload_into(host, dst)?);
+    }
+    if let Some(dst) = (dst as &mut dyn std::any::Any).downcast_mut::<CudaSlice<u16>>() {
+        let bits: Vec<u16> = host
+            .iter()
+            .map(|&x| kernels::cuda::f32_to_bf16_bits(x))
+            .collect();
+        return Ok(gpu.upload_into(&bits, dst)?);
+    }
+    Err(Error::Invalid(format!("no upload for {} buffers", T::NAME)))
 }
 
 fn no_acts() -> Error {

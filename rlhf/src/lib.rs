@@ -17,6 +17,8 @@
 //!   append-only writers.
 //! - [`ppo`]: PPO with a KL penalty to the SFT policy (InstructGPT step 3), its value model,
 //!   KL controllers and PPO-ptx.
+//! - [`cuda_ppo`] (feature `cuda`): the same PPO iteration with the policy and value updates on
+//!   one GPU (the clipped surrogate as a weighted cross-entropy backward).
 //! - [`logprobs`]: log-probabilities of completions under a policy (prompt masked), shared by
 //!   DPO and PPO.
 //! - [`reward`]: the reward model (scalar head at the last token), the InstructGPT eq. 1
@@ -27,6 +29,8 @@
 
 pub mod chat;
 pub mod corpus;
+#[cfg(feature = "cuda")]
+pub mod cuda_ppo;
 pub mod data;
 pub mod dpo;
 pub mod labeler;

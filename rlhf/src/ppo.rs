@@ -30,7 +30,7 @@
 
 use engine::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use engine::{no_grad, ops, Rng, Storage, Tensor};
-use model::Gpt;
+use model::{Gpt, GptConfig};
 use serde::Serialize;
 
 /// Errors of the PPO step: an engine or model error, or inconsistent inputs (one line naming
@@ -509,10 +509,99 @@ pub fn value_loss(
     Ok(ops::mul_scalar(&m, 0.5)?)
 }
 
+/// [`policy_loss`] and its gradient with respect to each log-prob, from plain numbers (flat
+/// `[B·R]`, f64): returns (loss, g) with g_t = ∂L/∂logπ_t. With r_t = exp(logπ_t − logπ_old,t),
+/// N the number of real tokens and `ops::maximum` / `ops::clamp`'s conventions (the first
+/// argument wins ties; clamp passes the gradient on the closed range):
+///
+/// ```text
+/// g_t = −A_t·r_t / N   where −A·r ≥ −A·clip(r, 1−ε, 1+ε) (the unclipped term is the max)
+///                      or 1−ε ≤ r_t ≤ 1+ε (the clipped term equals it and passes it on)
+/// g_t = 0              otherwise (clipped: the max is a constant), and on padding.
+/// ```
+///
+/// Since logπ_t = −CE_t (the cross-entropy of the token under softmax(logits/T)), the
+/// surrogate's gradient w.r.t. the logits of token t is −g_t·(1/T)·(softmax − onehot): a
+/// cross-entropy backward with weight c_t = −g_t (`rlhf::cuda_ppo`).
+pub fn policy_loss_grad(
+    logprobs: &[f64],
+    old_logprobs: &[f64],
+    advantages: &[f64],
+    mask: &[bool],
+    cliprange: f64,
+) -> Result<(f64, Vec<f64>)> {
+    let n = mask.iter().filter(|&&m| m).count() as f64;
+    if n == 0.0 {
+        return invalid("masked mean over an empty mask");
+    }
+    let (lo, hi) = (1.0 - cliprange, 1.0 + cliprange);
+    let (mut loss, mut grad) = (0.0, vec![0.0; logprobs.len()]);
+    for t in 0..logprobs.len() {
+        if !mask[t] {
+            continue;
+        }
+        let ratio = (logprobs[t] - old_logprobs[t]).exp();
+        let a = advantages[t];
+        let (unclipped, clipped) = (-a * ratio, -a * ratio.clamp(lo, hi));
+        loss += unclipped.max(clipped);
+        if unclipped >= clipped || (lo..=hi).contains(&ratio) {
+            grad[t] = -a * ratio / n;
+        }
+    }
+    Ok((loss / n, grad))
+}
+
+/// [`value_loss`] and its gradient with respect to each value, from plain numbers (flat
+/// `[B·R]`, f64): returns (loss, g) with g_t = ∂L/∂V_t. With V_clip = V_old + clip(V − V_old,
+/// −c, c), l₁ = (V − R)², l₂ = (V_clip − R)², L = 0.5·mean(max(l₁, l₂)):
+///
+/// ```text
+/// g_t = (V_t − R_t) / N        where l₁ ≥ l₂
+/// g_t = (V_clip,t − R_t) / N   where l₂ > l₁ and −c ≤ V_t − V_old,t ≤ c
+/// g_t = 0                      otherwise, and on padding.
+/// ```
+pub fn value_loss_grad(
+    values: &[f64],
+    old_values: &[f64],
+    returns: &[f64],
+    mask: &[bool],
+    cliprange_value: f64,
+) -> Result<(f64, Vec<f64>)> {
+    let n = mask.iter().filter(|&&m| m).count() as f64;
+    if n == 0.0 {
+        return invalid("masked mean over an empty mask");
+    }
+    let c = cliprange_value;
+    let (mut loss, mut grad) = (0.0, vec![0.0; values.len()]);
+    for t in 0..values.len() {
+        if !mask[t] {
+            continue;
+        }
+        let step = values[t] - old_values[t];
+        let v_clip = old_values[t] + step.clamp(-c, c);
+        let (l1, l2) = (
+            (values[t] - returns[t]).powi(2),
+            (v_clip - returns[t]).powi(2),
+        );
+        loss += 0.5 * l1.max(l2);
+        if l1 >= l2 {
+            grad[t] = (values[t] - returns[t]) / n;
+        } else if (-c..=c).contains(&step) {
+            grad[t] = (v_clip - returns[t]) / n;
+        }
+    }
+    Ok((loss / n, grad))
+}
+
 /// The diagnostics of one minibatch from plain numbers (flat `[B·R]`, masked): clip fraction
 /// of the policy term, approx KL = 0.5·mean(logratio²) (trl), mean ratio, clip fraction of the
 /// value term.
-fn minibatch_diagnostics(mb: &Minibatch, new_lp: &[f64], new_v: &[f64], c: &PpoConfig) -> [f64; 4] {
+pub(crate) fn minibatch_diagnostics(
+    mb: &Minibatch,
+    new_lp: &[f64],
+    new_v: &[f64],
+    c: &PpoConfig,
+) -> [f64; 4] {
     let (mut clipped, mut akl, mut ratio_sum, mut vclipped, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for i in 0..new_lp.len() {
         if !mb.mask[i] {
@@ -544,22 +633,22 @@ fn minibatch_diagnostics(mb: &Minibatch, new_lp: &[f64], new_v: &[f64], c: &PpoC
 /// Rollouts laid out for one forward pass: prompt ++ response, right-padded with token 0 to
 /// `seq`, and for each (sequence, response token j < width) the position whose output
 /// predicts it, `prompt_len + j − 1` (the last real one for padding, masked out).
-struct Padded {
-    ids: Vec<usize>,
+pub(crate) struct Padded {
+    pub(crate) ids: Vec<usize>,
     /// Next-token targets `[B, S]` (0 past the end; never read there).
-    targets: Vec<usize>,
-    batch: usize,
-    seq: usize,
+    pub(crate) targets: Vec<usize>,
+    pub(crate) batch: usize,
+    pub(crate) seq: usize,
     /// Response width R (the longest response in the whole batch).
-    width: usize,
+    pub(crate) width: usize,
     /// `[B, R]` positions.
-    positions: Vec<usize>,
+    pub(crate) positions: Vec<usize>,
     /// `[B, R]`: true on real response tokens.
-    mask: Vec<bool>,
+    pub(crate) mask: Vec<bool>,
 }
 
 impl Padded {
-    fn new(rollouts: &[&Rollout], width: usize) -> Padded {
+    pub(crate) fn new(rollouts: &[&Rollout], width: usize) -> Padded {
         let batch = rollouts.len();
         let seq = rollouts
             .iter()
@@ -593,7 +682,7 @@ impl Padded {
     }
 
     /// Picks the response positions of `x` (`[B, S]`) into `[B, R]`.
-    fn pick(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn pick(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ops::gather(
             x,
             1,
@@ -605,7 +694,11 @@ impl Padded {
 
 /// The log-prob of each response token under softmax(logits/T), `[B, R]` (differentiable),
 /// and the full log-softmax `[B, S, V]` (for the entropy).
-fn token_logprobs(policy: &Gpt, p: &Padded, temperature: f64) -> Result<(Tensor, Tensor)> {
+pub(crate) fn token_logprobs(
+    policy: &Gpt,
+    p: &Padded,
+    temperature: f64,
+) -> Result<(Tensor, Tensor)> {
     let logits = policy.forward(&p.ids, p.batch, p.seq, None)?;
     let logp = ops::log_softmax(&ops::mul_scalar(&logits, 1.0 / temperature)?, -1)?;
     let tok = ops::gather(&logp, 2, &p.targets, &[p.batch, p.seq, 1])?;
@@ -644,7 +737,7 @@ pub fn response_logprobs(
         return invalid(format!("temperature {temperature} must be > 0"));
     }
     let refs: Vec<&Rollout> = rollouts.iter().collect();
-    check_rollouts(model, &refs)?;
+    check_rollouts(&model.config, &refs)?;
     let mut out = Vec::with_capacity(refs.len());
     for chunk in refs.chunks(LOGPROB_CHUNK) {
         let width = chunk.iter().map(|r| r.response.len()).max().unwrap_or(0);
@@ -668,7 +761,7 @@ fn unpad(flat: &[f64], rollouts: &[&Rollout], width: usize) -> Vec<Vec<f64>> {
 }
 
 /// Checks that every rollout has a prompt and a response that fit in the context.
-fn check_rollouts(model: &Gpt, rollouts: &[&Rollout]) -> Result<()> {
+pub(crate) fn check_rollouts(config: &GptConfig, rollouts: &[&Rollout]) -> Result<()> {
     if rollouts.is_empty() {
         return invalid("no rollouts");
     }
@@ -677,10 +770,10 @@ fn check_rollouts(model: &Gpt, rollouts: &[&Rollout]) -> Result<()> {
         if r.prompt.is_empty() || r.response.is_empty() {
             return invalid(format!("rollout {i}: empty prompt or response"));
         }
-        if len > model.config.n_positions {
+        if len > config.n_positions {
             return invalid(format!(
                 "rollout {i}: {len} tokens exceed the context of {}",
-                model.config.n_positions
+                config.n_positions
             ));
         }
         if !r.logprobs.is_empty() && r.logprobs.len() != r.response.len() {
@@ -697,7 +790,7 @@ fn check_rollouts(model: &Gpt, rollouts: &[&Rollout]) -> Result<()> {
 // ---- the PPO iteration ---------------------------------------------------------------------
 
 /// The per-token quantities of the whole batch, flat `[N, R]` in rollout order.
-struct Prepared {
+pub(crate) struct Prepared {
     old_lp: Vec<f64>,
     old_v: Vec<f64>,
     adv: Vec<f64>,
@@ -706,17 +799,22 @@ struct Prepared {
 }
 
 /// One minibatch's rows of [`Prepared`] with its padded layout.
-struct Minibatch {
-    padded: Padded,
-    old_lp: Vec<f64>,
-    old_v: Vec<f64>,
-    adv: Vec<f64>,
-    ret: Vec<f64>,
-    mask: Vec<bool>,
+pub(crate) struct Minibatch {
+    pub(crate) padded: Padded,
+    pub(crate) old_lp: Vec<f64>,
+    pub(crate) old_v: Vec<f64>,
+    pub(crate) adv: Vec<f64>,
+    pub(crate) ret: Vec<f64>,
+    pub(crate) mask: Vec<bool>,
 }
 
 impl Minibatch {
-    fn new(all: &Prepared, rollouts: &[&Rollout], rows: &[usize], width: usize) -> Minibatch {
+    pub(crate) fn new(
+        all: &Prepared,
+        rollouts: &[&Rollout],
+        rows: &[usize],
+        width: usize,
+    ) -> Minibatch {
         let picked: Vec<&Rollout> = rows.iter().map(|&i| rollouts[i]).collect();
         let take = |x: &[f64]| -> Vec<f64> {
             rows.iter()
@@ -778,7 +876,7 @@ impl PpoTrainer {
     ) -> Result<PpoStats> {
         self.config.validate()?;
         let refs: Vec<&Rollout> = rollouts.iter().collect();
-        check_rollouts(policy, &refs)?;
+        check_rollouts(&policy.config, &refs)?;
         check_lengths(&refs, ref_logprobs, scores)?;
         let c = self.config.clone();
         let width = refs.iter().map(|r| r.response.len()).max().unwrap_or(0);
@@ -788,33 +886,10 @@ impl PpoTrainer {
         };
         let prepared =
             self.prepare(policy, value_model, &refs, ref_logprobs, scores, &mut stats)?;
-
-        let n = refs.len();
-        let mb_size = c.minibatch_size.clamp(1, n);
-        let mut updates = 0.0;
-        for _ in 0..c.ppo_epochs {
-            let mut order: Vec<usize> = (0..n).collect();
-            rng.shuffle(&mut order);
-            for rows in order.chunks(mb_size) {
-                let mb = Minibatch::new(&prepared, &refs, rows, width);
-                self.train_minibatch(policy, value_model, &mb, ptx, &mut stats)?;
-                updates += 1.0;
-            }
-        }
-        for x in [
-            &mut stats.policy_loss,
-            &mut stats.value_loss,
-            &mut stats.ptx_loss,
-            &mut stats.approx_kl,
-            &mut stats.clip_frac,
-            &mut stats.value_clip_frac,
-            &mut stats.ratio,
-            &mut stats.policy_grad_norm,
-            &mut stats.value_grad_norm,
-        ] {
-            *x /= updates;
-        }
-        self.kl.update(stats.kl, n);
+        run_epochs(&c, &prepared, &refs, width, rng, &mut stats, |mb, stats| {
+            self.train_minibatch(policy, value_model, mb, ptx, stats)
+        })?;
+        self.kl.update(stats.kl, refs.len());
         Ok(stats)
     }
 
@@ -845,64 +920,17 @@ impl PpoTrainer {
             old_lp.extend(lp.to_vec_f64());
             old_v.extend(v.to_vec_f64());
         }
-        let mask: Vec<bool> = refs
-            .iter()
-            .flat_map(|r| (0..width).map(move |j| j < r.response.len()))
-            .collect();
-        let lp_rows = unpad(&old_lp, refs, width);
-        let v_rows = unpad(&old_v, refs, width);
-
-        let (mut rewards, mut kl_sums, mut nonscore_sums) =
-            (vec![0.0; refs.len() * width], 0.0, 0.0);
-        for (b, r) in refs.iter().enumerate() {
-            let score = adjusted_score(scores[b], r.ended, c.missing_eos_penalty);
-            let (rw, kl) = token_rewards(
-                &lp_rows[b],
-                &ref_logprobs[b],
-                score,
-                self.kl.beta,
-                c.kl_estimator,
-            );
-            rewards[b * width..b * width + rw.len()].copy_from_slice(&rw);
-            kl_sums += kl.iter().sum::<f64>();
-            nonscore_sums -= self.kl.beta * kl.iter().sum::<f64>();
-            stats.score += score;
-            stats.frac_ended += r.ended as i32 as f64;
-            stats.response_length += r.response.len() as f64;
-            for (j, &blp) in r.logprobs.iter().enumerate() {
-                stats.logprob_mismatch = stats.logprob_mismatch.max((blp - lp_rows[b][j]).abs());
-            }
-        }
-        if c.whiten_rewards {
-            rewards = masked_whiten(&rewards, &mask, false);
-        }
-        let (mut adv, mut ret) = (vec![0.0; rewards.len()], vec![0.0; rewards.len()]);
-        for (b, r) in refs.iter().enumerate() {
-            let span = b * width..b * width + r.response.len();
-            let (a, rt) = gae(&rewards[span.clone()], &v_rows[b], c.gamma, c.lam);
-            adv[span.clone()].copy_from_slice(&a);
-            ret[span].copy_from_slice(&rt);
-        }
-        let adv = masked_whiten(&adv, &mask, true);
-
-        let n = refs.len() as f64;
-        stats.score /= n;
-        stats.frac_ended /= n;
-        stats.response_length /= n;
-        stats.kl = kl_sums / n;
-        stats.non_score_reward = nonscore_sums / n;
-        stats.rlhf_reward = stats.score + stats.non_score_reward;
-        stats.entropy = ent / ent_n;
-        stats.explained_variance = explained_variance(&old_v, &ret, &mask);
-        Ok(Prepared {
-            old_lp,
-            old_v,
-            adv,
-            ret,
-            mask,
-        })
+        let entropy = ent / ent_n;
+        Ok(prepare_batch(
+            c,
+            self.kl.beta,
+            refs,
+            ref_logprobs,
+            scores,
+            (old_lp, old_v, entropy),
+            stats,
+        ))
     }
-
     /// One gradient step on a minibatch.
     fn train_minibatch(
         &mut self,
@@ -960,8 +988,118 @@ impl PpoTrainer {
     }
 }
 
+/// The host part of a PPO iteration's preparation, shared by the CPU and the GPU step: from
+/// the policy's log-probs and the values before the update (flat `[N, R]`, rollout order) and
+/// the mean entropy, the per-token rewards (β = `beta`), GAE, returns, whitened advantages, and
+/// the batch statistics that come from them.
+pub(crate) fn prepare_batch(
+    c: &PpoConfig,
+    beta: f64,
+    refs: &[&Rollout],
+    ref_logprobs: &[Vec<f64>],
+    scores: &[f64],
+    (old_lp, old_v, entropy): (Vec<f64>, Vec<f64>, f64),
+    stats: &mut PpoStats,
+) -> Prepared {
+    let width = refs.iter().map(|r| r.response.len()).max().unwrap_or(0);
+    let mask: Vec<bool> = refs
+        .iter()
+        .flat_map(|r| (0..width).map(move |j| j < r.response.len()))
+        .collect();
+    let lp_rows = unpad(&old_lp, refs, width);
+    let v_rows = unpad(&old_v, refs, width);
+
+    let (mut rewards, mut kl_sums, mut nonscore_sums) = (vec![0.0; refs.len() * width], 0.0, 0.0);
+    for (b, r) in refs.iter().enumerate() {
+        let score = adjusted_score(scores[b], r.ended, c.missing_eos_penalty);
+        let (rw, kl) = token_rewards(&lp_rows[b], &ref_logprobs[b], score, beta, c.kl_estimator);
+        rewards[b * width..b * width + rw.len()].copy_from_slice(&rw);
+        kl_sums += kl.iter().sum::<f64>();
+        nonscore_sums -= beta * kl.iter().sum::<f64>();
+        stats.score += score;
+        stats.frac_ended += r.ended as i32 as f64;
+        stats.response_length += r.response.len() as f64;
+        for (j, &blp) in r.logprobs.iter().enumerate() {
+            stats.logprob_mismatch = stats.logprob_mismatch.max((blp - lp_rows[b][j]).abs());
+        }
+    }
+    if c.whiten_rewards {
+        rewards = masked_whiten(&rewards, &mask, false);
+    }
+    let (mut adv, mut ret) = (vec![0.0; rewards.len()], vec![0.0; rewards.len()]);
+    for (b, r) in refs.iter().enumerate() {
+        let span = b * width..b * width + r.response.len();
+        let (a, rt) = gae(&rewards[span.clone()], &v_rows[b], c.gamma, c.lam);
+        adv[span.clone()].copy_from_slice(&a);
+        ret[span].copy_from_slice(&rt);
+    }
+    let adv = masked_whiten(&adv, &mask, true);
+
+    let n = refs.len() as f64;
+    stats.score /= n;
+    stats.frac_ended /= n;
+    stats.response_length /= n;
+    stats.kl = kl_sums / n;
+    stats.non_score_reward = nonscore_sums / n;
+    stats.rlhf_reward = stats.score + stats.non_score_reward;
+    stats.entropy = entropy;
+    stats.explained_variance = explained_variance(&old_v, &ret, &mask);
+    Prepared {
+        old_lp,
+        old_v,
+        adv,
+        ret,
+        mask,
+    }
+}
+
+/// The `ppo_epochs` passes over shuffled minibatches, shared by the CPU and the GPU step:
+/// each epoch shuffles the rollout indices with `rng` and calls `train` on consecutive chunks
+/// of `minibatch_size` (the last one shorter); then the per-minibatch statistics are turned
+/// into means.
+pub(crate) fn run_epochs(
+    c: &PpoConfig,
+    prepared: &Prepared,
+    refs: &[&Rollout],
+    width: usize,
+    rng: &mut Rng,
+    stats: &mut PpoStats,
+    mut train: impl FnMut(&Minibatch, &mut PpoStats) -> Result<()>,
+) -> Result<()> {
+    let n = refs.len();
+    let mb_size = c.minibatch_size.clamp(1, n);
+    let mut updates = 0.0;
+    for _ in 0..c.ppo_epochs {
+        let mut order: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut order);
+        for rows in order.chunks(mb_size) {
+            let mb = Minibatch::new(prepared, refs, rows, width);
+            train(&mb, stats)?;
+            updates += 1.0;
+        }
+    }
+    for x in [
+        &mut stats.policy_loss,
+        &mut stats.value_loss,
+        &mut stats.ptx_loss,
+        &mut stats.approx_kl,
+        &mut stats.clip_frac,
+        &mut stats.value_clip_frac,
+        &mut stats.ratio,
+        &mut stats.policy_grad_norm,
+        &mut stats.value_grad_norm,
+    ] {
+        *x /= updates;
+    }
+    Ok(())
+}
+
 /// Checks that there is one reference log-prob per response token and one score per rollout.
-fn check_lengths(refs: &[&Rollout], ref_logprobs: &[Vec<f64>], scores: &[f64]) -> Result<()> {
+pub(crate) fn check_lengths(
+    refs: &[&Rollout],
+    ref_logprobs: &[Vec<f64>],
+    scores: &[f64],
+) -> Result<()> {
     if ref_logprobs.len() != refs.len() || scores.len() != refs.len() {
         return invalid(format!(
             "{} rollouts but {} reference log-prob rows and {} scores",

@@ -174,6 +174,96 @@ fn value_loss_gradchecks_in_f64_and_clips() {
     assert_eq!(g.get(&v_t).unwrap().to_vec_f64()[1], 0.0);
 }
 
+/// Central finite difference of a scalar function of one coordinate of `x`, in f64.
+fn finite_difference(f: impl Fn(&[f64]) -> f64, x: &[f64], i: usize, h: f64) -> f64 {
+    let (mut up, mut down) = (x.to_vec(), x.to_vec());
+    up[i] += h;
+    down[i] -= h;
+    (f(&up) - f(&down)) / (2.0 * h)
+}
+
+/// The host-side coefficients of the GPU step ([`policy_loss_grad`], [`value_loss_grad`]):
+/// their loss is the tensor loss's value, their gradient the tensor loss's autograd gradient
+/// (same kink conventions, including ratio exactly 1 and V exactly V_old) and a central finite
+/// difference of the tensor loss in f64 wherever the loss is smooth.
+#[test]
+fn per_token_coefficients_match_the_cpu_losses_gradients() {
+    // ratio = 1 exactly, inside, clipped on the losing side (0 gradient), clipped on the
+    // winning side, a zero advantage; then padding (with an extreme value that must not leak).
+    let old = [-1.0, -2.0, -0.7, -1.3, -0.4, -3.0, -0.2, -1.0];
+    let ratios = [1.0, 1.1, 1.6, 0.5, 0.7, 1.0, 1.3, 9.0];
+    let adv = [0.7, -1.2, 1.5, 2.0, 0.4, 0.0, -0.9, 5.0];
+    let mask = [true, true, true, true, true, true, true, false];
+    let lp: Vec<f64> = old
+        .iter()
+        .zip(ratios)
+        .map(|(o, r)| o + f64::ln(r))
+        .collect();
+    let shape = [2, 4];
+    let mask_t = t64(&mask.map(|m| m as i32 as f64), &shape);
+    let tensor_loss = |lp: &[f64]| {
+        policy_loss(
+            &t64(lp, &shape),
+            &t64(&old, &shape),
+            &t64(&adv, &shape),
+            &mask_t,
+            0.2,
+        )
+        .unwrap()
+        .item()
+        .unwrap()
+    };
+    let (loss, g) = policy_loss_grad(&lp, &old, &adv, &mask, 0.2).unwrap();
+    assert!(close(loss, tensor_loss(&lp), 1e-14), "{loss}");
+    let lp_t = t64(&lp, &shape).requires_grad();
+    let l = policy_loss(&lp_t, &t64(&old, &shape), &t64(&adv, &shape), &mask_t, 0.2).unwrap();
+    let autograd = l.backward().unwrap().get(&lp_t).unwrap().to_vec_f64();
+    for (t, (&a, &b)) in g.iter().zip(&autograd).enumerate() {
+        assert!(close(a, b, 1e-14), "policy token {t}: {a} vs autograd {b}");
+    }
+    for (t, &gt) in g.iter().enumerate() {
+        let fd = finite_difference(tensor_loss, &lp, t, 1e-6);
+        assert!(close(gt, fd, 1e-8), "policy token {t}: {gt} vs fd {fd}");
+    }
+    // The clipped token on the losing side, and padding, get exactly 0; the rest −A·r/N.
+    assert_eq!((g[2], g[7]), (0.0, 0.0));
+    assert!(close(g[1], 1.2 * 1.1 / 7.0, 1e-14));
+
+    // Values: V = V_old (both terms equal), inside, clipped with the clipped term larger
+    // (0 gradient) twice, clipped with the unclipped term larger, V = V_old again; padding.
+    let old_v = [0.0, 1.0, 1.0, 2.0, -1.0, 0.5, 0.3, 0.0];
+    let v = [0.0, 1.1, 1.5, 1.4, -1.05, 0.9, 0.3, 4.0];
+    let ret = [0.5, 0.2, 3.0, 0.0, 0.3, 0.2, -0.4, 1.0];
+    let tensor_vloss = |v: &[f64]| {
+        value_loss(
+            &t64(v, &shape),
+            &t64(&old_v, &shape),
+            &t64(&ret, &shape),
+            &mask_t,
+            0.2,
+        )
+        .unwrap()
+        .item()
+        .unwrap()
+    };
+    let (vloss, gv) = value_loss_grad(&v, &old_v, &ret, &mask, 0.2).unwrap();
+    assert!(close(vloss, tensor_vloss(&v), 1e-14), "{vloss}");
+    let v_t = t64(&v, &shape).requires_grad();
+    let l = value_loss(&v_t, &t64(&old_v, &shape), &t64(&ret, &shape), &mask_t, 0.2).unwrap();
+    let autograd = l.backward().unwrap().get(&v_t).unwrap().to_vec_f64();
+    for (t, (&a, &b)) in gv.iter().zip(&autograd).enumerate() {
+        assert!(close(a, b, 1e-14), "value token {t}: {a} vs autograd {b}");
+    }
+    for (t, &gt) in gv.iter().enumerate() {
+        let fd = finite_difference(tensor_vloss, &v, t, 1e-6);
+        assert!(close(gt, fd, 1e-8), "value token {t}: {gt} vs fd {fd}");
+    }
+    assert_eq!((gv[2], gv[7]), (0.0, 0.0));
+    // An empty mask is an error, as the tensor loss's.
+    assert!(policy_loss_grad(&lp, &old, &adv, &[false; 8], 0.2).is_err());
+    assert!(value_loss_grad(&v, &old_v, &ret, &[false; 8], 0.2).is_err());
+}
+
 #[test]
 fn adaptive_kl_controller_raises_beta_above_target_and_lowers_it_below() {
     let mut hi = KlController::adaptive(0.1, 6.0, 10_000.0);

@@ -1025,6 +1025,107 @@ impl Gpu {
         Ok(())
     }
 
+    /// Cross-entropy forward of row-scaled logits (kernel `cross_entropy_scaled_fwd_{f32,bf16}`):
+    /// with y_r = row_scale_r · x_r, `lse_r = log Σ_j exp(y_rj)`, `loss_r = lse_r − y_{r,t_r}`
+    /// (= −log softmax(y_r)[t_r]; 0 where t_r = `ignore_index`) and, when `entropy` is given,
+    /// `entropy_r = −Σ_j p_rj log p_rj` of p_r = softmax(y_r) (every row, ignored or not).
+    /// PPO's per-token log-probs at temperature τ are −loss with row_scale = 1/τ.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy_scaled_fwd<T: DeviceFloat>(
+        &self,
+        logits: &CudaSlice<T>,
+        targets: &CudaSlice<i64>,
+        row_scale: &CudaSlice<f32>,
+        rows: usize,
+        vocab: usize,
+        ignore_index: i64,
+        losses: &mut CudaSlice<f32>,
+        lse: &mut CudaSlice<f32>,
+        entropy: Option<&mut CudaSlice<f32>>,
+    ) -> Result<()> {
+        check_i32("rows", rows)?;
+        check_i32("vocab", vocab)?;
+        check_len("logits", logits.len(), rows * vocab)?;
+        check_len("targets", targets.len(), rows)?;
+        check_len("row_scale", row_scale.len(), rows)?;
+        check_len("losses", losses.len(), rows)?;
+        check_len("lse", lse.len(), rows)?;
+        if let Some(e) = &entropy {
+            check_len("entropy", e.len(), rows)?;
+        }
+        if rows == 0 || vocab == 0 {
+            return Ok(());
+        }
+        let vi = vocab as i32;
+        let f = self.func(&kname::<T>("cross_entropy_scaled_fwd"))?;
+        let stream = self.stream();
+        // No entropy: the kernel takes a null pointer and skips that sum.
+        let (entropy_ptr, _record) = match entropy {
+            Some(e) => {
+                let (p, rec) = e.device_ptr_mut(stream);
+                (p, Some(rec))
+            }
+            None => (0, None),
+        };
+        let mut l = stream.launch_builder(f);
+        l.arg(logits)
+            .arg(targets)
+            .arg(row_scale)
+            .arg(losses)
+            .arg(lse)
+            .arg(&entropy_ptr)
+            .arg(&vi)
+            .arg(&ignore_index);
+        // SAFETY: arguments match cross_entropy_scaled_fwd_*; entropy is null or has `rows`
+        // elements (checked above), and its borrow lives until after the launch.
+        unsafe { l.launch(cfg((rows as u32, 1, 1), (256, 1, 1), 0)) }?;
+        Ok(())
+    }
+
+    /// Backward of [`Gpu::cross_entropy_scaled_fwd`] (kernel
+    /// `cross_entropy_scaled_bwd_{f32,bf16}`): `dx_rj = dl_r·s_r·(softmax(y_r)_j − [j = t_r])`,
+    /// 0 on ignored rows; overwrites dlogits. With dl_r a per-token weight c_r this is the
+    /// gradient of Σ_r c_r·loss_r (PPO's clipped surrogate; see `rlhf::cuda_ppo`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn cross_entropy_scaled_bwd<T: DeviceFloat>(
+        &self,
+        logits: &CudaSlice<T>,
+        targets: &CudaSlice<i64>,
+        row_scale: &CudaSlice<f32>,
+        lse: &CudaSlice<f32>,
+        dlosses: &CudaSlice<f32>,
+        rows: usize,
+        vocab: usize,
+        ignore_index: i64,
+        dlogits: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        check_i32("rows", rows)?;
+        check_i32("vocab", vocab)?;
+        check_len("logits", logits.len(), rows * vocab)?;
+        check_len("dlogits", dlogits.len(), rows * vocab)?;
+        check_len("targets", targets.len(), rows)?;
+        check_len("row_scale", row_scale.len(), rows)?;
+        check_len("lse", lse.len(), rows)?;
+        check_len("dlosses", dlosses.len(), rows)?;
+        if rows == 0 || vocab == 0 {
+            return Ok(());
+        }
+        let vi = vocab as i32;
+        let f = self.func(&kname::<T>("cross_entropy_scaled_bwd"))?;
+        let mut l = self.stream().launch_builder(f);
+        l.arg(logits)
+            .arg(targets)
+            .arg(row_scale)
+            .arg(lse)
+            .arg(dlosses)
+            .arg(dlogits)
+            .arg(&vi)
+            .arg(&ignore_index);
+        // SAFETY: arguments match cross_entropy_scaled_bwd_*.
+        unsafe { l.launch(cfg((rows as u32, 1, 1), (256, 1, 1), 0)) }?;
+        Ok(())
+    }
+
     // --------------------------------------------------------------------------- element-wise
 
     /// Launches a grid-stride kernel taking (inputs..., [scalar], output, n).

@@ -15,24 +15,11 @@
 
 use kernels::cpu::{adamw, attention, crossentropy, gelu, layernorm, matmul, softmax};
 use kernels::cuda::{self, Bf16Operand, CudaError, EmbeddingGroups, Gpu, Strides};
-use std::sync::OnceLock;
+use std::sync::Arc;
 
-/// The shared GPU, set up once for all tests (NVRTC compiles every source once), or `None`
-/// after printing the skip line.
-fn gpu(test: &str) -> Option<&'static Gpu> {
-    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
-    let g = GPU.get_or_init(|| match Gpu::new(0) {
-        Ok(g) => Ok(g),
-        Err(e @ (CudaError::NoDriver | CudaError::NoDevice(_))) => Err(e.to_string()),
-        Err(e) => panic!("a GPU is present but could not be set up: {e}"),
-    });
-    match g {
-        Ok(g) => Some(g),
-        Err(why) => {
-            println!("skipped (no GPU): {test} ({why})");
-            None
-        }
-    }
+/// The shared GPU (NVRTC compiles every source once), or `None` after the skip line.
+fn gpu(test: &str) -> Option<&'static Arc<Gpu>> {
+    cuda::shared_gpu_or_skip(test)
 }
 
 /// xorshift64*: reproducible random inputs without a dependency.

@@ -171,6 +171,27 @@ impl Gpt {
         Gpt::from_params(config, tensors)
     }
 
+    /// A model whose every parameter is random — matrices N(0, 0.1²), biases U(−0.1, 0.1),
+    /// layer-norm gains U(0.5, 1.5) — for tests that compare two implementations: GPT-2's
+    /// init (zero biases, unit gains) would hide a bias or a gain that one of them never reads.
+    pub fn random_for_tests(config: GptConfig, seed: u64) -> Result<Gpt> {
+        let mut rng = Rng::new(seed);
+        let tensors = param_shapes(&config)
+            .iter()
+            .map(|(name, shape)| {
+                let t = if name.contains("ln_") && name.ends_with(".weight") {
+                    rng.uniform_tensor(shape, 0.5, 1.5, DType::F32)
+                } else if name.ends_with(".bias") {
+                    rng.uniform_tensor(shape, -0.1, 0.1, DType::F32)
+                } else {
+                    rng.normal_tensor(shape, 0.0, 0.1, DType::F32)
+                };
+                t.requires_grad()
+            })
+            .collect();
+        Gpt::from_params(config, tensors)
+    }
+
     /// Assembles a model from tensors in [`param_shapes`] order (shapes are checked).
     pub fn from_params(config: GptConfig, tensors: Vec<Tensor>) -> Result<Gpt> {
         config.validate().map_err(Error::Invalid)?;

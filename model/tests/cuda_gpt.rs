@@ -22,7 +22,7 @@
 //! and returns; a GPU that is present but cannot be set up fails the tests.
 #![cfg(feature = "cuda")]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use engine::ops::IGNORE_INDEX;
 use engine::optim::AdamWConfig;
@@ -34,40 +34,12 @@ use model::{Gpt, GptConfig};
 
 /// The shared GPU (kernels compiled once for all tests), or `None` after the skip line.
 fn gpu(test: &str) -> Option<Arc<Gpu>> {
-    static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
-    let g = GPU.get_or_init(|| match Gpu::new(0) {
-        Ok(g) => Ok(Arc::new(g)),
-        Err(e @ (CudaError::NoDriver | CudaError::NoDevice(_))) => Err(e.to_string()),
-        Err(e) => panic!("a GPU is present but could not be set up: {e}"),
-    });
-    match g {
-        Ok(g) => Some(g.clone()),
-        Err(why) => {
-            println!("skipped (no GPU): {test} ({why})");
-            None
-        }
-    }
+    kernels::cuda::shared_gpu_or_skip(test).cloned()
 }
 
-/// A model of `config` with every parameter random (not GPT-2's init, whose zero biases and
-/// unit gains would hide a bias or a gain that is never read): matrices N(0, 0.1²), biases
-/// U(−0.1, 0.1), layernorm gains U(0.5, 1.5).
+/// A model of `config` with every parameter random ([`Gpt::random_for_tests`]).
 fn random_model(config: GptConfig, seed: u64) -> Gpt {
-    let mut rng = Rng::new(seed);
-    let tensors = model::gpt::param_shapes(&config)
-        .iter()
-        .map(|(name, shape)| {
-            let t = if name.contains("ln_") && name.ends_with(".weight") {
-                rng.uniform_tensor(shape, 0.5, 1.5, DType::F32)
-            } else if name.ends_with(".bias") {
-                rng.uniform_tensor(shape, -0.1, 0.1, DType::F32)
-            } else {
-                rng.normal_tensor(shape, 0.0, 0.1, DType::F32)
-            };
-            t.requires_grad()
-        })
-        .collect();
-    Gpt::from_params(config, tensors).unwrap()
+    Gpt::random_for_tests(config, seed).unwrap()
 }
 
 fn config(vocab: usize, ctx: usize, c: usize, layers: usize, heads: usize) -> GptConfig {

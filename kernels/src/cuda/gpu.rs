@@ -65,6 +65,27 @@ pub fn probe_device(ordinal: usize) -> Result<usize, CudaError> {
     Ok(count as usize)
 }
 
+/// The GPU that the tests of one process share (device 0, every kernel compiled once), or
+/// `None` after printing `skipped (no GPU): {test} ({why})` where there is no driver or no
+/// device — how the GPU test suites of every crate skip themselves by name. For tests only: a
+/// GPU that is present but cannot be set up (NVRTC missing, a kernel that does not compile)
+/// panics, so that it fails the test instead of skipping it.
+pub fn shared_gpu_or_skip(test: &str) -> Option<&'static Arc<Gpu>> {
+    static GPU: std::sync::OnceLock<Result<Arc<Gpu>, String>> = std::sync::OnceLock::new();
+    let gpu = GPU.get_or_init(|| match Gpu::new(0) {
+        Ok(g) => Ok(Arc::new(g)),
+        Err(e @ (CudaError::NoDriver | CudaError::NoDevice(_))) => Err(e.to_string()),
+        Err(e) => panic!("a GPU is present but could not be set up: {e}"),
+    });
+    match gpu {
+        Ok(g) => Some(g),
+        Err(why) => {
+            println!("skipped (no GPU): {test} ({why})");
+            None
+        }
+    }
+}
+
 impl Gpu {
     /// Opens GPU `ordinal`, compiles every kernel source for it with NVRTC and loads the
     /// modules. Errors (never panics) when there is no driver, no GPU, no NVRTC, a GPU older

@@ -24,7 +24,7 @@ mod ops;
 /// cudarc's device buffer, the type every launch takes (re-exported so callers need no cudarc
 /// dependency of their own).
 pub use cudarc::driver::CudaSlice;
-pub use gpu::{bf16_bits_to_f32, f32_to_bf16_bits, probe_device, Gpu};
+pub use gpu::{bf16_bits_to_f32, f32_to_bf16_bits, probe_device, shared_gpu_or_skip, Gpu};
 pub use ops::{
     Bf16Operand, DeviceFloat, EmbeddingGroups, HeadsLayout, Strides, ATTENTION_BF16_HEAD_DIM,
     ATTENTION_MAX_HEAD_DIM,

@@ -863,7 +863,7 @@ fn cross_entropy_scaled_matches_reference() {
         gpu.cross_entropy_scaled_fwd(
             &dx_in,
             &dt,
-            &ds,
+            Some(&ds),
             rows,
             vocab,
             ignore,
@@ -890,7 +890,15 @@ fn cross_entropy_scaled_matches_reference() {
         // Without the entropy: the same losses.
         let mut loss2 = z();
         gpu.cross_entropy_scaled_fwd(
-            &dx_in, &dt, &ds, rows, vocab, ignore, &mut loss2, &mut lse, None,
+            &dx_in,
+            &dt,
+            Some(&ds),
+            rows,
+            vocab,
+            ignore,
+            &mut loss2,
+            &mut lse,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -901,17 +909,35 @@ fn cross_entropy_scaled_matches_reference() {
         );
         let ddl = gpu.upload(&dl).unwrap();
         let mut dx = gpu.zeros::<f32>(rows * vocab).unwrap();
-        gpu.cross_entropy_scaled_bwd(&dx_in, &dt, &ds, &lse, &ddl, rows, vocab, ignore, &mut dx)
-            .unwrap();
+        gpu.cross_entropy_scaled_bwd(
+            &dx_in,
+            &dt,
+            Some(&ds),
+            &lse,
+            &ddl,
+            rows,
+            vocab,
+            ignore,
+            &mut dx,
+        )
+        .unwrap();
         assert_close(&tag("dlogits"), &gpu.download(&dx).unwrap(), &dx_ref, RTOL);
 
-        // Every scale 1: bit for bit the plain kernels.
+        // Every scale 1: bit for bit no scale (the plain cross-entropy, a null row_scale).
         let ones = gpu.upload(&vec![1.0f32; rows]).unwrap();
         let (mut l1, mut lse1, mut l2, mut lse2) = (z(), z(), z(), z());
         gpu.cross_entropy_fwd(&dx_in, &dt, rows, vocab, ignore, &mut l1, &mut lse1)
             .unwrap();
         gpu.cross_entropy_scaled_fwd(
-            &dx_in, &dt, &ones, rows, vocab, ignore, &mut l2, &mut lse2, None,
+            &dx_in,
+            &dt,
+            Some(&ones),
+            rows,
+            vocab,
+            ignore,
+            &mut l2,
+            &mut lse2,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -933,7 +959,15 @@ fn cross_entropy_scaled_matches_reference() {
         gpu.cross_entropy_bwd(&dx_in, &dt, &lse1, &ddl, rows, vocab, ignore, &mut d1)
             .unwrap();
         gpu.cross_entropy_scaled_bwd(
-            &dx_in, &dt, &ones, &lse1, &ddl, rows, vocab, ignore, &mut d2,
+            &dx_in,
+            &dt,
+            Some(&ones),
+            &lse1,
+            &ddl,
+            rows,
+            vocab,
+            ignore,
+            &mut d2,
         )
         .unwrap();
         assert_eq!(
@@ -951,7 +985,7 @@ fn cross_entropy_scaled_matches_reference() {
     let bad = gpu.upload(&[1.0f32]).unwrap();
     let (mut l, mut lse) = (gpu.zeros::<f32>(2).unwrap(), gpu.zeros::<f32>(2).unwrap());
     assert!(matches!(
-        gpu.cross_entropy_scaled_fwd(&x, &t, &bad, 2, 3, ignore, &mut l, &mut lse, None),
+        gpu.cross_entropy_scaled_fwd(&x, &t, Some(&bad), 2, 3, ignore, &mut l, &mut lse, None),
         Err(CudaError::BadArgument(_))
     ));
 }

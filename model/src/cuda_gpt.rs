@@ -971,7 +971,7 @@ impl<T: Precision> CudaGpt<T> {
         gpu.cross_entropy_scaled_fwd(
             &acts.logits,
             &acts.targets,
-            &acts.row_scale,
+            Some(&acts.row_scale),
             bt,
             v,
             IGNORE_INDEX,
@@ -1045,34 +1045,26 @@ impl<T: Precision> CudaGpt<T> {
         }
         let s = &mut acts.scratch;
         gpu.upload_into(row_weights, &mut s.dlosses)?;
-        match acts.head {
-            Head::CrossEntropy => gpu.cross_entropy_bwd(
-                &acts.logits,
-                &acts.targets,
-                &acts.ce_lse,
-                &s.dlosses,
-                d.bt,
-                d.v,
-                IGNORE_INDEX,
-                &mut s.dlogits,
-            )?,
-            Head::ScaledCrossEntropy => gpu.cross_entropy_scaled_bwd(
-                &acts.logits,
-                &acts.targets,
-                &acts.row_scale,
-                &acts.ce_lse,
-                &s.dlosses,
-                d.bt,
-                d.v,
-                IGNORE_INDEX,
-                &mut s.dlogits,
-            )?,
+        let row_scale = match acts.head {
+            Head::CrossEntropy => None,
+            Head::ScaledCrossEntropy => Some(&acts.row_scale),
             Head::None | Head::Hidden => {
                 return Err(Error::Invalid(
                     "the last GPU forward computed no loss to take the gradient of".into(),
                 ))
             }
-        }
+        };
+        gpu.cross_entropy_scaled_bwd(
+            &acts.logits,
+            &acts.targets,
+            row_scale,
+            &acts.ce_lse,
+            &s.dlosses,
+            d.bt,
+            d.v,
+            IGNORE_INDEX,
+            &mut s.dlogits,
+        )?;
 
         // logits = z·wteᵀ: dwte = dlogitsᵀ·z (the embedding's part is added at the end),
         // dz = dlogits·wte.

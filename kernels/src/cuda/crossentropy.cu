@@ -6,16 +6,17 @@
 //   backward, with upstream dl_r:  dx_rj = dl_r * (exp(x_rj - lse_r) - [j == t_r]),
 //   and dx_r = 0 on ignored rows.
 //
-// The _scaled versions (PPO: log-probs under softmax(logits / temperature), and the clipped
-// surrogate's gradient as a weighted cross-entropy) read the logits of row r multiplied by a
-// per-row factor s_r (1/temperature; 1 for a plain row), y_rj = s_r * x_rj:
+// With a row_scale (PPO: log-probs under softmax(logits / temperature), and the clipped
+// surrogate's gradient as a weighted cross-entropy) the kernels read the logits of row r
+// multiplied by a per-row factor s_r (1/temperature; 1 for a plain row), y_rj = s_r * x_rj:
 //
 //   lse_r = log sum_j exp(y_rj);  loss_r = lse_r - y_{r, t_r} = -log softmax(y_r)[t_r]
 //   entropy_r = -sum_j p_rj log p_rj = lse_r - sum_j p_rj y_rj   (only if entropy != NULL)
 //   backward:  dx_rj = dl_r * s_r * (exp(y_rj - lse_r) - [j == t_r])
 //
-// so with dl_r = c_r (a per-token weight) the backward is that of sum_r c_r * loss_r. The
-// plain kernels are the same code with s = 1 (a multiplication by 1.0f is exact: same bits).
+// so with dl_r = c_r (a per-token weight) the backward is that of sum_r c_r * loss_r. A NULL
+// row_scale means s = 1 on every row: the plain cross-entropy (a multiplication by 1.0f is
+// exact: the same bits as without it).
 // The entropy is formed from the same sweep as the sum: with e_j = exp(y_j - m) and
 // S = sum_j e_j, entropy = log S - sum_j e_j (y_j - m) / S.
 //
@@ -83,27 +84,16 @@ __device__ __forceinline__ void cross_entropy_bwd(const T* __restrict__ logits,
 
 #define CE_ENTRIES(SUF, T)                                                                     \
     extern "C" __global__ void __launch_bounds__(CE_THREADS) cross_entropy_fwd_##SUF(          \
-        const T* logits, const long long* targets, float* losses, float* lse, int vocab,       \
-        long long ignore_index) {                                                              \
-        cross_entropy_fwd<T>(logits, targets, losses, lse, nullptr, 1.0f, vocab, ignore_index);\
-    }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(CE_THREADS) cross_entropy_bwd_##SUF(          \
-        const T* logits, const long long* targets, const float* lse, const float* dlosses,     \
-        T* dlogits, int vocab, long long ignore_index) {                                       \
-        cross_entropy_bwd<T>(logits, targets, lse, dlosses, dlogits, 1.0f, vocab,              \
-                             ignore_index);                                                    \
-    }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(CE_THREADS) cross_entropy_scaled_fwd_##SUF(   \
         const T* logits, const long long* targets, const float* row_scale, float* losses,      \
         float* lse, float* entropy, int vocab, long long ignore_index) {                       \
-        cross_entropy_fwd<T>(logits, targets, losses, lse, entropy, row_scale[blockIdx.x],     \
-                             vocab, ignore_index);                                             \
+        const float s = row_scale != nullptr ? row_scale[blockIdx.x] : 1.0f;                   \
+        cross_entropy_fwd<T>(logits, targets, losses, lse, entropy, s, vocab, ignore_index);   \
     }                                                                                          \
-    extern "C" __global__ void __launch_bounds__(CE_THREADS) cross_entropy_scaled_bwd_##SUF(   \
+    extern "C" __global__ void __launch_bounds__(CE_THREADS) cross_entropy_bwd_##SUF(          \
         const T* logits, const long long* targets, const float* row_scale, const float* lse,   \
         const float* dlosses, T* dlogits, int vocab, long long ignore_index) {                 \
-        cross_entropy_bwd<T>(logits, targets, lse, dlosses, dlogits, row_scale[blockIdx.x],    \
-                             vocab, ignore_index);                                             \
+        const float s = row_scale != nullptr ? row_scale[blockIdx.x] : 1.0f;                   \
+        cross_entropy_bwd<T>(logits, targets, lse, dlosses, dlogits, s, vocab, ignore_index);  \
     }
 
 CE_ENTRIES(f32, float)

@@ -105,10 +105,6 @@ pub const SOURCES: &[KernelSource] = &[
             "cross_entropy_bwd_f32",
             "cross_entropy_fwd_bf16",
             "cross_entropy_bwd_bf16",
-            "cross_entropy_scaled_fwd_f32",
-            "cross_entropy_scaled_bwd_f32",
-            "cross_entropy_scaled_fwd_bf16",
-            "cross_entropy_scaled_bwd_bf16",
         ],
     },
     KernelSource {

@@ -7,7 +7,9 @@
 use super::gpu::cfg;
 use super::{CudaError, Gpu};
 use crate::cpu::adamw::AdamWStep;
-use cudarc::driver::{CudaSlice, DevicePtrMut, DeviceRepr, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg, ValidAsZeroBits,
+};
 
 type Result<T> = std::result::Result<T, CudaError>;
 
@@ -951,7 +953,8 @@ impl Gpu {
     }
 
     /// Cross-entropy forward fused with log-softmax (kernel `cross_entropy_fwd_{f32,bf16}`), as
-    /// [`crate::cpu::crossentropy::cross_entropy_fwd_ref`]: per-row losses and lse.
+    /// [`crate::cpu::crossentropy::cross_entropy_fwd_ref`]: per-row losses and lse
+    /// ([`Gpu::cross_entropy_scaled_fwd`] with every row's scale 1 and no entropy).
     #[allow(clippy::too_many_arguments)]
     pub fn cross_entropy_fwd<T: DeviceFloat>(
         &self,
@@ -963,31 +966,22 @@ impl Gpu {
         losses: &mut CudaSlice<f32>,
         lse: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        check_i32("rows", rows)?;
-        check_i32("vocab", vocab)?;
-        check_len("logits", logits.len(), rows * vocab)?;
-        check_len("targets", targets.len(), rows)?;
-        check_len("losses", losses.len(), rows)?;
-        check_len("lse", lse.len(), rows)?;
-        if rows == 0 || vocab == 0 {
-            return Ok(());
-        }
-        let vi = vocab as i32;
-        let f = self.func(&kname::<T>("cross_entropy_fwd"))?;
-        let mut l = self.stream().launch_builder(f);
-        l.arg(logits)
-            .arg(targets)
-            .arg(losses)
-            .arg(lse)
-            .arg(&vi)
-            .arg(&ignore_index);
-        // SAFETY: arguments match cross_entropy_fwd_*.
-        unsafe { l.launch(cfg((rows as u32, 1, 1), (256, 1, 1), 0)) }?;
-        Ok(())
+        self.cross_entropy_scaled_fwd(
+            logits,
+            targets,
+            None,
+            rows,
+            vocab,
+            ignore_index,
+            losses,
+            lse,
+            None,
+        )
     }
 
     /// Cross-entropy backward (kernel `cross_entropy_bwd_{f32,bf16}`), as
-    /// [`crate::cpu::crossentropy::cross_entropy_bwd_ref`]; overwrites dlogits.
+    /// [`crate::cpu::crossentropy::cross_entropy_bwd_ref`]; overwrites dlogits
+    /// ([`Gpu::cross_entropy_scaled_bwd`] with every row's scale 1).
     #[allow(clippy::too_many_arguments)]
     pub fn cross_entropy_bwd<T: DeviceFloat>(
         &self,
@@ -1000,33 +994,21 @@ impl Gpu {
         ignore_index: i64,
         dlogits: &mut CudaSlice<T>,
     ) -> Result<()> {
-        check_i32("rows", rows)?;
-        check_i32("vocab", vocab)?;
-        check_len("logits", logits.len(), rows * vocab)?;
-        check_len("dlogits", dlogits.len(), rows * vocab)?;
-        check_len("targets", targets.len(), rows)?;
-        check_len("lse", lse.len(), rows)?;
-        check_len("dlosses", dlosses.len(), rows)?;
-        if rows == 0 || vocab == 0 {
-            return Ok(());
-        }
-        let vi = vocab as i32;
-        let f = self.func(&kname::<T>("cross_entropy_bwd"))?;
-        let mut l = self.stream().launch_builder(f);
-        l.arg(logits)
-            .arg(targets)
-            .arg(lse)
-            .arg(dlosses)
-            .arg(dlogits)
-            .arg(&vi)
-            .arg(&ignore_index);
-        // SAFETY: arguments match cross_entropy_bwd_*.
-        unsafe { l.launch(cfg((rows as u32, 1, 1), (256, 1, 1), 0)) }?;
-        Ok(())
+        self.cross_entropy_scaled_bwd(
+            logits,
+            targets,
+            None,
+            lse,
+            dlosses,
+            rows,
+            vocab,
+            ignore_index,
+            dlogits,
+        )
     }
 
-    /// Cross-entropy forward of row-scaled logits (kernel `cross_entropy_scaled_fwd_{f32,bf16}`):
-    /// with y_r = row_scale_r · x_r, `lse_r = log Σ_j exp(y_rj)`, `loss_r = lse_r − y_{r,t_r}`
+    /// Cross-entropy forward of row-scaled logits (kernel `cross_entropy_fwd_{f32,bf16}`):
+    /// with y_r = row_scale_r · x_r (row_scale `None`: 1 on every row), `lse_r = log Σ_j exp(y_rj)`, `loss_r = lse_r − y_{r,t_r}`
     /// (= −log softmax(y_r)[t_r]; 0 where t_r = `ignore_index`) and, when `entropy` is given,
     /// `entropy_r = −Σ_j p_rj log p_rj` of p_r = softmax(y_r) (every row, ignored or not).
     /// PPO's per-token log-probs at temperature τ are −loss with row_scale = 1/τ.
@@ -1035,7 +1017,7 @@ impl Gpu {
         &self,
         logits: &CudaSlice<T>,
         targets: &CudaSlice<i64>,
-        row_scale: &CudaSlice<f32>,
+        row_scale: Option<&CudaSlice<f32>>,
         rows: usize,
         vocab: usize,
         ignore_index: i64,
@@ -1047,7 +1029,9 @@ impl Gpu {
         check_i32("vocab", vocab)?;
         check_len("logits", logits.len(), rows * vocab)?;
         check_len("targets", targets.len(), rows)?;
-        check_len("row_scale", row_scale.len(), rows)?;
+        if let Some(r) = row_scale {
+            check_len("row_scale", r.len(), rows)?;
+        }
         check_len("losses", losses.len(), rows)?;
         check_len("lse", lse.len(), rows)?;
         if let Some(e) = &entropy {
@@ -1057,33 +1041,31 @@ impl Gpu {
             return Ok(());
         }
         let vi = vocab as i32;
-        let f = self.func(&kname::<T>("cross_entropy_scaled_fwd"))?;
+        let f = self.func(&kname::<T>("cross_entropy_fwd"))?;
         let stream = self.stream();
-        // No entropy: the kernel takes a null pointer and skips that sum.
-        let (entropy_ptr, _record) = match entropy {
-            Some(e) => {
-                let (p, rec) = e.device_ptr_mut(stream);
-                (p, Some(rec))
-            }
-            None => (0, None),
-        };
+        // No row scale: a null pointer, read as 1. No entropy: a null pointer, that sum skipped.
+        // (The pointers' records are kept until after the launch.)
+        let scale = row_scale.map(|r| r.device_ptr(stream));
+        let scale_ptr = scale.as_ref().map_or(0, |(p, _)| *p);
+        let entropy = entropy.map(|e| e.device_ptr_mut(stream));
+        let entropy_ptr = entropy.as_ref().map_or(0, |(p, _)| *p);
         let mut l = stream.launch_builder(f);
         l.arg(logits)
             .arg(targets)
-            .arg(row_scale)
+            .arg(&scale_ptr)
             .arg(losses)
             .arg(lse)
             .arg(&entropy_ptr)
             .arg(&vi)
             .arg(&ignore_index);
-        // SAFETY: arguments match cross_entropy_scaled_fwd_*; entropy is null or has `rows`
-        // elements (checked above), and its borrow lives until after the launch.
+        // SAFETY: arguments match cross_entropy_fwd_*; row_scale and entropy are null or have
+        // `rows` elements (checked above), and their borrows live until after the launch.
         unsafe { l.launch(cfg((rows as u32, 1, 1), (256, 1, 1), 0)) }?;
         Ok(())
     }
 
     /// Backward of [`Gpu::cross_entropy_scaled_fwd`] (kernel
-    /// `cross_entropy_scaled_bwd_{f32,bf16}`): `dx_rj = dl_r·s_r·(softmax(y_r)_j − [j = t_r])`,
+    /// `cross_entropy_bwd_{f32,bf16}`): `dx_rj = dl_r·s_r·(softmax(y_r)_j − [j = t_r])`,
     /// 0 on ignored rows; overwrites dlogits. With dl_r a per-token weight c_r this is the
     /// gradient of Σ_r c_r·loss_r (PPO's clipped surrogate; see `rlhf::cuda_ppo`).
     #[allow(clippy::too_many_arguments)]
@@ -1091,7 +1073,7 @@ impl Gpu {
         &self,
         logits: &CudaSlice<T>,
         targets: &CudaSlice<i64>,
-        row_scale: &CudaSlice<f32>,
+        row_scale: Option<&CudaSlice<f32>>,
         lse: &CudaSlice<f32>,
         dlosses: &CudaSlice<f32>,
         rows: usize,
@@ -1104,24 +1086,31 @@ impl Gpu {
         check_len("logits", logits.len(), rows * vocab)?;
         check_len("dlogits", dlogits.len(), rows * vocab)?;
         check_len("targets", targets.len(), rows)?;
-        check_len("row_scale", row_scale.len(), rows)?;
+        if let Some(r) = row_scale {
+            check_len("row_scale", r.len(), rows)?;
+        }
         check_len("lse", lse.len(), rows)?;
         check_len("dlosses", dlosses.len(), rows)?;
         if rows == 0 || vocab == 0 {
             return Ok(());
         }
         let vi = vocab as i32;
-        let f = self.func(&kname::<T>("cross_entropy_scaled_bwd"))?;
-        let mut l = self.stream().launch_builder(f);
+        let f = self.func(&kname::<T>("cross_entropy_bwd"))?;
+        let stream = self.stream();
+        // No row scale: a null pointer, read as 1 (its record kept until after the launch).
+        let scale = row_scale.map(|r| r.device_ptr(stream));
+        let scale_ptr = scale.as_ref().map_or(0, |(p, _)| *p);
+        let mut l = stream.launch_builder(f);
         l.arg(logits)
             .arg(targets)
-            .arg(row_scale)
+            .arg(&scale_ptr)
             .arg(lse)
             .arg(dlosses)
             .arg(dlogits)
             .arg(&vi)
             .arg(&ignore_index);
-        // SAFETY: arguments match cross_entropy_scaled_bwd_*.
+        // SAFETY: arguments match cross_entropy_bwd_*; row_scale is null or has `rows`
+        // elements (checked above), and its borrow lives until after the launch.
         unsafe { l.launch(cfg((rows as u32, 1, 1), (256, 1, 1), 0)) }?;
         Ok(())
     }

@@ -2,7 +2,10 @@
 //! answers per prompt from a policy, pick the one the reward model scores highest, and judge
 //! it with the labeler's rubric beside a random pick (the policy alone) and the best possible
 //! pick (an oracle). PPO can only learn what best-of-n already shows; if the RM's pick is no
-//! better than a random one, more PPO will not help.
+//! better than a random one, more PPO will not help. The last column shows, kind by kind,
+//! whether the RM can tell a correct answer from a wrong one at all: where it cannot, PPO has
+//! nothing to climb, and a weak KL penalty lets it drift onto whichever answer the RM happens
+//! to score higher.
 //!
 //! `cargo run --release -p rlhf --example best_of_n -- RUN_DIR [N] [PROMPTS]`
 //! (RUN_DIR from `ferrochat pipeline`: uses RUN_DIR/sft and RUN_DIR/rm; set POLICY=DIR to
@@ -29,7 +32,8 @@ fn main() -> Result<()> {
     let records = world.prompts(Split::Heldout);
     let mut sums = vec![[0.0f64; 6]; Kind::ALL.len()];
     let mut counts = vec![0usize; Kind::ALL.len()];
-    let (mut pairs, mut right) = (0usize, 0usize);
+    // Per kind: pairs of one correct and one wrong answer, and how many the RM orders right.
+    let mut pairs = vec![(0usize, 0usize); Kind::ALL.len()];
     for (i, r) in records.iter().take(prompts).enumerate() {
         let samples = sample_answers(&policy, &tok, &r.prompt, n, 1.0, 48, 1000 + i as u64)?;
         let items: Vec<(&str, &str)> = samples
@@ -56,8 +60,8 @@ fn main() -> Result<()> {
         for a in 0..n {
             for b in 0..n {
                 if judged[a].correct && !judged[b].correct {
-                    pairs += 1;
-                    right += (scores[a] > scores[b]) as usize;
+                    pairs[k].0 += 1;
+                    pairs[k].1 += (scores[a] > scores[b]) as usize;
                 }
             }
         }
@@ -68,9 +72,16 @@ fn main() -> Result<()> {
         policy_dir.display()
     );
     println!(
-        "{:<10} {:>4} {:>8} {:>8} {:>8} {:>9} {:>9}",
-        "kind", "n", "random", "rm-pick", "oracle", "corr-rand", "corr-rm"
+        "{:<10} {:>4} {:>8} {:>8} {:>8} {:>9} {:>9} {:>14}",
+        "kind", "n", "random", "rm-pick", "oracle", "corr-rand", "corr-rm", "rm-right-pairs"
     );
+    let percent = |(n, right): (usize, usize)| {
+        if n == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}% of {n}", 100.0 * right as f64 / n as f64)
+        }
+    };
     let mut tot = [0.0; 6];
     for (k, kind) in Kind::ALL.iter().enumerate() {
         let c = counts[k].max(1) as f64;
@@ -79,30 +90,35 @@ fn main() -> Result<()> {
             tot[j] += s[j];
         }
         println!(
-            "{:<10} {:>4} {:>8.3} {:>8.3} {:>8.3} {:>8.1}% {:>8.1}%",
+            "{:<10} {:>4} {:>8.3} {:>8.3} {:>8.3} {:>8.1}% {:>8.1}% {:>14}",
             kind.name(),
             counts[k],
             s[0] / c,
             s[1] / c,
             s[2] / c,
             100.0 * s[3] / c,
-            100.0 * s[4] / c
+            100.0 * s[4] / c,
+            percent(pairs[k])
         );
     }
     let c = tot[5];
+    let all_pairs = pairs
+        .iter()
+        .fold((0, 0), |(n, r), &(pn, pr)| (n + pn, r + pr));
     println!(
-        "{:<10} {:>4} {:>8.3} {:>8.3} {:>8.3} {:>8.1}% {:>8.1}%",
+        "{:<10} {:>4} {:>8.3} {:>8.3} {:>8.3} {:>8.1}% {:>8.1}% {:>14}",
         "all",
         c,
         tot[0] / c,
         tot[1] / c,
         tot[2] / c,
         100.0 * tot[3] / c,
-        100.0 * tot[4] / c
+        100.0 * tot[4] / c,
+        percent(all_pairs)
     );
     println!(
-        "RM orders correct above wrong in {:.1}% of {pairs} such pairs",
-        100.0 * right as f64 / pairs.max(1) as f64
+        "rm-right-pairs: of the pairs of one correct and one wrong answer to the same prompt, \
+         those the RM scores the correct one higher (50% = it cannot tell)"
     );
     Ok(())
 }

@@ -32,10 +32,26 @@ pub struct Args {
     /// rubric score: what PPO could reach with a perfect reward model, a diagnostic).
     #[arg(long, default_value = "model")]
     pub ppo_reward: String,
-    /// SFT on the demonstrations of the first N train prompts only (default: all of them);
-    /// rankings and PPO still use every train prompt. What if labelers wrote fewer?
-    #[arg(long)]
+    /// SFT on the demonstrations of the first N train prompts only, or `all` of them (the
+    /// demo preset: 40); rankings and PPO still use every train prompt.
+    #[arg(long, value_parser = parse_demonstrations)]
     pub demonstrations: Option<usize>,
+    /// PPO's KL coefficient β (the demo preset: 0.3; InstructGPT: 0.02).
+    #[arg(long)]
+    pub beta: Option<f64>,
+}
+
+/// `all` → 0 (`PipelineConfig::demonstrations`' "every one"), or a count of at least 1.
+fn parse_demonstrations(text: &str) -> Result<usize, String> {
+    if text == "all" {
+        return Ok(0);
+    }
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "expected `all` or a number of at least 1, got {text:?}"
+        )),
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -55,12 +71,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     config.pretrained = args.pretrained;
     if let Some(n) = args.demonstrations {
-        if n == 0 {
-            return Err(anyhow!(
-                "--demonstrations must be at least 1 (SFT needs data)"
-            ));
-        }
         config.demonstrations = n;
+    }
+    if let Some(beta) = args.beta {
+        if !(beta.is_finite() && beta >= 0.0) {
+            return Err(anyhow!("--beta must be a number ≥ 0, got {beta}"));
+        }
+        config.ppo.kl = rlhf::ppo::KlController::fixed(beta);
     }
     config.ppo_reward = match args.ppo_reward.as_str() {
         "model" => PpoReward::Model,

@@ -1,5 +1,8 @@
 //! Helpers shared by the CLI integration tests.
 
+// Each test binary compiles this module and uses only some of its helpers.
+#![allow(dead_code)]
+
 use std::process::Output;
 
 /// The command's stdout, after asserting it succeeded (stdout and stderr in the message if not).

@@ -916,8 +916,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> model::Error + '_ {
     }
 }
 
-/// The PNG charts [`write_report`] draws, relative to the run folder.
-pub const PLOTS: [&str; 7] = [
+/// The PNG charts [`write_report`] draws, relative to the run folder (the last one only when
+/// the β = 0 run was made).
+pub const PLOTS: [&str; 8] = [
     "plots/pretrain_loss.png",
     "plots/sft_loss.png",
     "plots/rm_accuracy.png",
@@ -925,6 +926,7 @@ pub const PLOTS: [&str; 7] = [
     "plots/ppo_labeler_score.png",
     "plots/stage_scores.png",
     "plots/stage_rude_ended.png",
+    "plots/ppo_beta0.png",
 ];
 
 /// Draws the run's charts into `out/plots/` and writes `out/report.md`: the numbers of
@@ -976,44 +978,35 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         ],
     )
     .map_err(err)?;
+    // The β run and the β = 0 run get a score-and-KL chart each: on one chart the β = 0 KL (tens
+    // of nats) would flatten the other run's curves (tenths) to a line at zero.
+    let score_kl_chart = |path: PathBuf, beta: f64, records: &[serde_json::Value]| {
+        line_chart(
+            path,
+            &format!("PPO (β = {beta}): reward-model score and KL per iteration"),
+            "iteration",
+            "nats / score",
+            &[
+                Series::new("RM score", series(records, "iteration", "score")),
+                Series::new("KL to SFT", series(records, "iteration", "kl")),
+            ],
+        )
+        .map_err(err)
+    };
     let ppo = metrics("ppo")?;
-    let mut score_kl = vec![
-        Series::new(
-            format!("RM score, β = {}", s.ppo_beta),
-            series(&ppo, "iteration", "score"),
-        ),
-        Series::new(
-            format!("KL to SFT, β = {}", s.ppo_beta),
-            series(&ppo, "iteration", "kl"),
-        ),
-    ];
+    score_kl_chart(p(3), s.ppo_beta, &ppo)?;
     let mut labeler = vec![Series::new(
         format!("β = {}", s.ppo_beta),
         series(&ppo, "iteration", "labeler_score"),
     )];
     if s.beta_zero.is_some() {
         let b0 = metrics("ppo_beta0")?;
-        score_kl.push(Series::new(
-            "RM score, β = 0",
-            series(&b0, "iteration", "score"),
-        ));
-        score_kl.push(Series::new(
-            "KL to SFT, β = 0",
-            series(&b0, "iteration", "kl"),
-        ));
+        score_kl_chart(p(7), 0.0, &b0)?;
         labeler.push(Series::new(
             "β = 0",
             series(&b0, "iteration", "labeler_score"),
         ));
     }
-    line_chart(
-        p(3),
-        "PPO: reward-model score and KL per iteration",
-        "iteration",
-        "nats / score",
-        &score_kl,
-    )
-    .map_err(err)?;
     line_chart(
         p(4),
         "PPO: held-out labeler score",
@@ -1177,6 +1170,9 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     .enumerate()
     {
         r.image(alt, PLOTS[i]);
+    }
+    if s.beta_zero.is_some() {
+        r.image("PPO with β = 0: score and KL", PLOTS[7]);
     }
     r.save(out.join("report.md"))
 }

@@ -68,9 +68,9 @@ use model::cuda_gpt::{upload_f32, CudaGpt, Precision, Weight};
 use model::Gpt;
 
 use crate::ppo::{
-    check_lengths, check_rollouts, minibatch_diagnostics, policy_loss_grad, prepare_batch,
-    run_epochs, value_loss_grad, KlController, Minibatch, Padded, PpoConfig, PpoError, PpoStats,
-    PtxBatch, Result, Rollout, ValueModel,
+    check_step_inputs, minibatch_diagnostics, policy_loss_grad, prepare_batch, run_epochs,
+    value_loss_grad, KlController, Minibatch, Padded, PpoConfig, PpoError, PpoStats, PtxBatch,
+    Result, Rollout, ValueModel,
 };
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T> {
@@ -479,10 +479,13 @@ impl<T: Precision> CudaPpoTrainer<T> {
         ptx: Option<&PtxBatch>,
         rng: &mut Rng,
     ) -> Result<PpoStats> {
-        self.config.validate()?;
-        let refs: Vec<&Rollout> = rollouts.iter().collect();
-        check_rollouts(self.policy.config(), &refs)?;
-        check_lengths(&refs, ref_logprobs, scores)?;
+        let refs = check_step_inputs(
+            &self.config,
+            self.policy.config(),
+            rollouts,
+            ref_logprobs,
+            scores,
+        )?;
         let c = self.config.clone();
         let ptx = ptx.filter(|_| c.ptx_coef > 0.0);
         if let Some(x) = ptx {

@@ -874,10 +874,7 @@ impl PpoTrainer {
         ptx: Option<&PtxBatch>,
         rng: &mut Rng,
     ) -> Result<PpoStats> {
-        self.config.validate()?;
-        let refs: Vec<&Rollout> = rollouts.iter().collect();
-        check_rollouts(&policy.config, &refs)?;
-        check_lengths(&refs, ref_logprobs, scores)?;
+        let refs = check_step_inputs(&self.config, &policy.config, rollouts, ref_logprobs, scores)?;
         let c = self.config.clone();
         let width = refs.iter().map(|r| r.response.len()).max().unwrap_or(0);
         let mut stats = PpoStats {
@@ -1094,12 +1091,25 @@ pub(crate) fn run_epochs(
     Ok(())
 }
 
-/// Checks that there is one reference log-prob per response token and one score per rollout.
-pub(crate) fn check_lengths(
-    refs: &[&Rollout],
+/// The checks that open a PPO iteration, on the CPU ([`PpoTrainer::step`]) and on the GPU
+/// (`cuda_ppo`): a valid `config`, rollouts that fit the `model`, one reference log-prob per
+/// response token and one score per rollout. Returns the rollouts by reference.
+pub(crate) fn check_step_inputs<'a>(
+    config: &PpoConfig,
+    model: &GptConfig,
+    rollouts: &'a [Rollout],
     ref_logprobs: &[Vec<f64>],
     scores: &[f64],
-) -> Result<()> {
+) -> Result<Vec<&'a Rollout>> {
+    config.validate()?;
+    let refs: Vec<&Rollout> = rollouts.iter().collect();
+    check_rollouts(model, &refs)?;
+    check_lengths(&refs, ref_logprobs, scores)?;
+    Ok(refs)
+}
+
+/// Checks that there is one reference log-prob per response token and one score per rollout.
+fn check_lengths(refs: &[&Rollout], ref_logprobs: &[Vec<f64>], scores: &[f64]) -> Result<()> {
     if ref_logprobs.len() != refs.len() || scores.len() != refs.len() {
         return invalid(format!(
             "{} rollouts but {} reference log-prob rows and {} scores",

@@ -44,13 +44,14 @@ fn main() -> Result<()> {
         sampled.len(),
         dir.display()
     );
-    println!(
-        "  ideal answers win  {:.1}%",
-        100.0 * win_rate(&records, &ideal, &sampled, 5)
-    );
-    println!(
-        "  greedy answers win {:.1}%",
-        100.0 * win_rate(&records, &greedy, &sampled, 5)
-    );
+    for (name, answers) in [("ideal answers", &ideal), ("greedy answers", &greedy)] {
+        let w = win_rate(&records, answers, &sampled, 5);
+        println!(
+            "  {name:<14} win {:.1}% (95% interval {:.1}–{:.1}%)",
+            100.0 * w.mean,
+            100.0 * w.low,
+            100.0 * w.high
+        );
+    }
     Ok(())
 }

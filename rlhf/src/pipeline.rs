@@ -31,7 +31,7 @@ use crate::chat::Answer;
 use crate::data::{append_jsonl, Demonstration, Ranking};
 use crate::dpo::{pairs_of, train_dpo, DpoConfig};
 use crate::labeler::Labeler;
-use crate::policy::{evaluate_policy, sample_answers, win_rate, PolicyEval};
+use crate::policy::{evaluate_policy, sample_answers, score_gain, win_rate, Estimate, PolicyEval};
 use crate::ppo::{
     response_logprobs, KlController, PpoConfig, PpoStats, PpoTrainer, PtxBatch, Rollout, ValueModel,
 };
@@ -289,15 +289,20 @@ pub struct Summary {
     pub rm_heldout_accuracy: f64,
     pub rm_train_pairs: usize,
     pub stages: Vec<StageEval>,
-    /// PPO's answers against SFT's on held-out prompts, judged by a noisy labeler.
-    pub ppo_win_rate_vs_sft: f64,
-    pub dpo_win_rate_vs_sft: f64,
+    /// Each stage's held-out labeler score minus the stage it starts from, on the same
+    /// prompts: SFT over pretrained, PPO over SFT, DPO over SFT — is a step's gain more than
+    /// the noise of sampling answers?
+    pub score_gains: Vec<ScoreGain>,
+    /// PPO's answers against SFT's on held-out prompts, judged by a noisy labeler. Each
+    /// rate here comes with its 95% interval over prompts ([`Estimate::over_prompts`]).
+    pub ppo_win_rate_vs_sft: Estimate,
+    pub dpo_win_rate_vs_sft: Estimate,
     /// The ideal answers against SFT's, judged the same way: no policy can expect more. The
     /// ideal answer ties with each of SFT's perfect answers (0.5) and is truly better than the
     /// rest, where the noisy labeler still prefers it only about 84% of the time (73%
     /// agreement between two labelers, see `labeler`). So a 60% win rate needs SFT's answers
     /// to fall short of ideal in at least ~30% of cases.
-    pub ideal_win_rate_vs_sft: f64,
+    pub ideal_win_rate_vs_sft: Estimate,
     /// KL(PPO ‖ SFT) per answer at the end of PPO (the last iteration's estimate).
     pub ppo_final_kl: f64,
     /// The KL coefficient β PPO started with.
@@ -308,6 +313,16 @@ pub struct Summary {
     /// labeler score at the start and end.
     pub beta_zero: Option<BetaZero>,
     pub seconds: f64,
+}
+
+/// How much higher one stage's answers score than another's on the same held-out prompts.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScoreGain {
+    pub stage: String,
+    /// The stage it is compared with (the one it was trained from).
+    pub baseline: String,
+    /// Mean difference in labeler score, with its 95% interval over prompts.
+    pub gain: Estimate,
 }
 
 /// The over-optimisation check: PPO with no KL penalty.
@@ -579,6 +594,18 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         });
         answers.push(a);
     }
+    let score_gains = [
+        ("sft", 1, "pretrained", 0),
+        ("ppo", 2, "sft", 1),
+        ("dpo", 3, "sft", 1),
+    ]
+    .into_iter()
+    .map(|(stage, a, baseline, b)| ScoreGain {
+        stage: stage.into(),
+        baseline: baseline.into(),
+        gain: score_gain(&eval_records, &answers[a], &answers[b]),
+    })
+    .collect::<Vec<_>>();
     let ppo_win_rate_vs_sft = win_rate(&eval_records, &answers[2], &answers[1], config.seed ^ 99);
     let dpo_win_rate_vs_sft = win_rate(&eval_records, &answers[3], &answers[1], config.seed ^ 99);
     let ideal: Vec<Answer> = eval_records
@@ -586,6 +613,19 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         .map(|r| Answer::ended(r.ideal.clone()))
         .collect();
     let ideal_win_rate_vs_sft = win_rate(&eval_records, &ideal, &answers[1], config.seed ^ 99);
+    for g in &score_gains {
+        on(Event::Note(format!(
+            "{:>10}: labeler score {:+.3} over {} (95% interval {:+.3} to {:+.3})",
+            g.stage, g.gain.mean, g.baseline, g.gain.low, g.gain.high
+        )));
+    }
+    on(Event::Note(format!(
+        "PPO wins {:.1}% against SFT (95% interval {:.1}–{:.1}%; the ideal answers win {:.1}%)",
+        100.0 * ppo_win_rate_vs_sft.mean,
+        100.0 * ppo_win_rate_vs_sft.low,
+        100.0 * ppo_win_rate_vs_sft.high,
+        100.0 * ideal_win_rate_vs_sft.mean
+    )));
     let summary = Summary {
         params,
         pretrain_val_loss,
@@ -597,6 +637,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
             .map(|r| crate::reward::ranking_pairs(r).len())
             .sum(),
         stages,
+        score_gains,
         ppo_win_rate_vs_sft,
         dpo_win_rate_vs_sft,
         ideal_win_rate_vs_sft,
@@ -1046,6 +1087,14 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     .map_err(err)?;
 
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    let rate = |e: &Estimate| {
+        format!(
+            "{} (95% interval {:.1}–{:.1}%)",
+            pct(e.mean),
+            100.0 * e.low,
+            100.0 * e.high
+        )
+    };
     let mut r = Report::new("ferrochat run report");
     r.paragraph(&format!(
         "InstructGPT's recipe on the embedded task world, a {}-parameter GPT-2, in {:.0} s. \
@@ -1103,6 +1152,27 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     let mut kind_header = vec!["correct answers by kind"];
     kind_header.extend(s.stages.iter().map(|e| e.stage.as_str()));
     r.table(&kind_header, &kind_rows);
+    // Is each step's gain more than the noise of sampling? Same prompts, same answers as above.
+    let signed = |x: f64| format!("{x:+.3}");
+    let gain_rows: Vec<Vec<String>> = s
+        .score_gains
+        .iter()
+        .map(|g| {
+            vec![
+                format!("{} − {}", g.stage, g.baseline),
+                signed(g.gain.mean),
+                format!("{} to {}", signed(g.gain.low), signed(g.gain.high)),
+            ]
+        })
+        .collect();
+    r.table(
+        &[
+            "labeler score difference",
+            "mean",
+            "95% interval (prompts as the unit)",
+        ],
+        &gain_rows,
+    );
     r.image("held-out labeler score by stage", PLOTS[5])
         .image("rude and ended answers", PLOTS[6]);
     r.heading("The numbers that show each step worked");
@@ -1125,15 +1195,15 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         ],
         vec![
             "PPO win rate against SFT (held-out, noisy labeler)".into(),
-            pct(s.ppo_win_rate_vs_sft),
+            rate(&s.ppo_win_rate_vs_sft),
         ],
         vec![
             "DPO win rate against SFT".into(),
-            pct(s.dpo_win_rate_vs_sft),
+            rate(&s.dpo_win_rate_vs_sft),
         ],
         vec![
             "the ideal answers' win rate against SFT (the most any policy can expect)".into(),
-            pct(s.ideal_win_rate_vs_sft),
+            rate(&s.ideal_win_rate_vs_sft),
         ],
         vec![
             format!(

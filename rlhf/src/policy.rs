@@ -178,25 +178,88 @@ pub fn evaluate_policy(
     Ok((e, answers))
 }
 
+/// A mean over prompts with its 95% confidence interval, the prompt as the unit: the values of
+/// one prompt (its repeated answers) are averaged first, since answers to the same prompt are
+/// not independent draws; then `mean ± 1.96 · sd / √n` over the `n` prompt means (the normal
+/// approximation, as in InstructGPT's 95% intervals; `sd` with `n − 1`). With fewer than two
+/// prompts the interval is unknown: `low` and `high` are NaN (`null` in JSON).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Estimate {
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+impl Estimate {
+    /// `values[i]` belongs to `records[i]` (same length); prompts are told apart by their text.
+    pub fn over_prompts(records: &[PromptRecord], values: &[f64]) -> Estimate {
+        assert_eq!(records.len(), values.len(), "one value per record");
+        let mut per_prompt: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+        for (r, &v) in records.iter().zip(values) {
+            let e = per_prompt.entry(r.prompt.as_str()).or_default();
+            e.0 += v;
+            e.1 += 1;
+        }
+        let means: Vec<f64> = per_prompt.values().map(|&(s, c)| s / c as f64).collect();
+        let n = means.len() as f64;
+        let mean = if means.is_empty() {
+            f64::NAN
+        } else {
+            means.iter().sum::<f64>() / n
+        };
+        if means.len() < 2 {
+            return Estimate {
+                mean,
+                low: f64::NAN,
+                high: f64::NAN,
+            };
+        }
+        let var = means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let half = 1.96 * (var / n).sqrt();
+        Estimate {
+            mean,
+            low: mean - half,
+            high: mean + half,
+        }
+    }
+}
+
 /// How often answers `a` beat answers `b` (same prompts, same order) in the labeler's
 /// judgement: each pair is ranked by a labeler with InstructGPT-like disagreement noise; a
-/// pair the rubric scores equal counts half.
-pub fn win_rate(records: &[PromptRecord], a: &[Answer], b: &[Answer], seed: u64) -> f64 {
+/// pair the rubric scores equal counts half. With its 95% interval over prompts
+/// ([`Estimate::over_prompts`]).
+pub fn win_rate(records: &[PromptRecord], a: &[Answer], b: &[Answer], seed: u64) -> Estimate {
     let labeler = Labeler::instructgpt();
     let mut rng = Rng::new(seed);
-    let mut wins = 0.0;
-    for ((r, x), y) in records.iter().zip(a).zip(b) {
-        let (sx, sy) = (
-            judge(r, &x.text, x.ended).total,
-            judge(r, &y.text, y.ended).total,
-        );
-        wins += if sx == sy {
-            0.5
-        } else if labeler.rank(r, &[x.clone(), y.clone()], &mut rng)[0] == 0 {
-            1.0
-        } else {
-            0.0
-        };
-    }
-    wins / records.len().max(1) as f64
+    let outcomes: Vec<f64> = records
+        .iter()
+        .zip(a)
+        .zip(b)
+        .map(|((r, x), y)| {
+            let (sx, sy) = (
+                judge(r, &x.text, x.ended).total,
+                judge(r, &y.text, y.ended).total,
+            );
+            if sx == sy {
+                0.5
+            } else if labeler.rank(r, &[x.clone(), y.clone()], &mut rng)[0] == 0 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Estimate::over_prompts(&records[..outcomes.len()], &outcomes)
+}
+
+/// How much higher answers `a` score than answers `b` on the same prompts (same order), by the
+/// rubric: the mean paired difference with its 95% interval over prompts.
+pub fn score_gain(records: &[PromptRecord], a: &[Answer], b: &[Answer]) -> Estimate {
+    let diffs: Vec<f64> = records
+        .iter()
+        .zip(a)
+        .zip(b)
+        .map(|((r, x), y)| judge(r, &x.text, x.ended).total - judge(r, &y.text, y.ended).total)
+        .collect();
+    Estimate::over_prompts(&records[..diffs.len()], &diffs)
 }

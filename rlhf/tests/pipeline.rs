@@ -71,10 +71,34 @@ fn the_tiny_pipeline_runs_every_stage() {
     // SFT's answers are not all ideal, so the ideal answers beat them more often than not:
     // the ceiling the report prints for PPO's win rate is above a coin toss.
     assert!(
-        s.ideal_win_rate_vs_sft > 0.5,
-        "ideal answers' win rate against SFT {}",
+        s.ideal_win_rate_vs_sft.mean > 0.5,
+        "ideal answers' win rate against SFT {:?}",
         s.ideal_win_rate_vs_sft
     );
+    // Every rate and score difference comes with its 95% interval around it, and the
+    // stage-by-stage differences agree with the table's scores.
+    for e in [
+        s.ppo_win_rate_vs_sft,
+        s.dpo_win_rate_vs_sft,
+        s.ideal_win_rate_vs_sft,
+    ]
+    .iter()
+    .chain(s.score_gains.iter().map(|g| &g.gain))
+    {
+        assert!(e.low < e.mean && e.mean < e.high, "{e:?}");
+    }
+    let gain = |name: &str| {
+        let g = s.score_gains.iter().find(|g| g.stage == name).unwrap();
+        let base = stage(&g.baseline).mean_score;
+        (g.gain.mean, stage(name).mean_score - base)
+    };
+    for name in ["sft", "ppo", "dpo"] {
+        let (paired, of_means) = gain(name);
+        assert!(
+            (paired - of_means).abs() < 1e-9,
+            "{name}: {paired} vs {of_means}"
+        );
+    }
     // The reward model learned something from the rankings (chance is 50%).
     assert!(
         s.rm_heldout_accuracy > 0.5,

@@ -959,7 +959,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> model::Error + '_ {
 
 /// The PNG charts [`write_report`] draws, relative to the run folder (the last one only when
 /// the β = 0 run was made).
-pub const PLOTS: [&str; 8] = [
+pub const PLOTS: [&str; 9] = [
     "plots/pretrain_loss.png",
     "plots/sft_loss.png",
     "plots/rm_accuracy.png",
@@ -967,13 +967,14 @@ pub const PLOTS: [&str; 8] = [
     "plots/ppo_labeler_score.png",
     "plots/stage_scores.png",
     "plots/stage_rude_ended.png",
+    "plots/win_rates.png",
     "plots/ppo_beta0.png",
 ];
 
 /// Draws the run's charts into `out/plots/` and writes `out/report.md`: the numbers of
 /// [`Summary`] in tables, with the charts, and what each stage shows.
 pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
-    use crate::plot::{bar_chart, line_chart, Series};
+    use crate::plot::{bar_chart, interval_bar_chart, line_chart, IntervalBar, Series};
     use crate::report::{read_metrics, series, Report};
     let err = |e: crate::plot::PlotError| model::Error::Invalid(e.to_string());
     let metrics = |stage: &str| {
@@ -1042,7 +1043,7 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     )];
     if s.beta_zero.is_some() {
         let b0 = metrics("ppo_beta0")?;
-        score_kl_chart(p(7), 0.0, &b0)?;
+        score_kl_chart(p(8), 0.0, &b0)?;
         labeler.push(Series::new(
             "β = 0",
             series(&b0, "iteration", "labeler_score"),
@@ -1083,6 +1084,27 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         "Rude answers and properly ended answers",
         "fraction",
         &rude_ended,
+    )
+    .map_err(err)?;
+    let win_bars: Vec<IntervalBar> = [
+        ("ppo", &s.ppo_win_rate_vs_sft),
+        ("dpo", &s.dpo_win_rate_vs_sft),
+        ("ideal answers", &s.ideal_win_rate_vs_sft),
+    ]
+    .into_iter()
+    .map(|(label, e)| IntervalBar {
+        label: label.into(),
+        value: e.mean,
+        low: e.low,
+        high: e.high,
+    })
+    .collect();
+    interval_bar_chart(
+        p(7),
+        "Held-out win rate against SFT (95% intervals; line: a coin toss)",
+        "fraction of head-to-heads won",
+        &win_bars,
+        0.5,
     )
     .map_err(err)?;
 
@@ -1175,6 +1197,7 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     );
     r.image("held-out labeler score by stage", PLOTS[5])
         .image("rude and ended answers", PLOTS[6]);
+    r.image("win rates against SFT with 95% intervals", PLOTS[7]);
     r.heading("The numbers that show each step worked");
     let mut checks = vec![
         vec![
@@ -1242,7 +1265,7 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         r.image(alt, PLOTS[i]);
     }
     if s.beta_zero.is_some() {
-        r.image("PPO with β = 0: score and KL", PLOTS[7]);
+        r.image("PPO with β = 0: score and KL", PLOTS[8]);
     }
     r.save(out.join("report.md"))
 }

@@ -218,7 +218,54 @@ pub fn bar_chart_sized(
         });
     }
     let y = bar_axis(bars.iter().map(|b| b.1));
-    render(path, size, |root| draw_bars(root, title, y_label, bars, y))
+    render(path, size, |root| {
+        draw_bars(root, title, y_label, bars, y, &[], None)
+    })
+}
+
+/// One bar of an [`interval_bar_chart`]: a value with its 95% interval (`low`, `high`; NaN
+/// when unknown).
+#[derive(Clone, Debug)]
+pub struct IntervalBar {
+    pub label: String,
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Like [`bar_chart`], with a black whisker on each bar from its `low` to its `high` (none
+/// where the interval is unknown) and a grey horizontal line at `reference` — 0.5 for a win
+/// rate (a coin toss), 0 for a difference — so a reader sees at once whether an interval
+/// clears it. Errors: no bars, or a non-finite value.
+pub fn interval_bar_chart(
+    path: impl AsRef<Path>,
+    title: &str,
+    y_label: &str,
+    bars: &[IntervalBar],
+    reference: f64,
+) -> Result<(), PlotError> {
+    let path = path.as_ref();
+    if bars.is_empty() {
+        return Err(no_data(path, "no bars"));
+    }
+    if let Some(b) = bars.iter().find(|b| !b.value.is_finite()) {
+        return Err(PlotError::NonFinite {
+            path: path.to_path_buf(),
+            name: b.label.clone(),
+            value: b.value,
+        });
+    }
+    let plain: Vec<(String, f64)> = bars.iter().map(|b| (b.label.clone(), b.value)).collect();
+    let whiskers: Vec<(f64, f64)> = bars.iter().map(|b| (b.low, b.high)).collect();
+    let ends = bars
+        .iter()
+        .flat_map(|b| [b.value, b.low, b.high])
+        .chain([reference])
+        .filter(|v| v.is_finite());
+    let y = bar_axis(ends);
+    render(path, DEFAULT_SIZE, |root| {
+        draw_bars(root, title, y_label, &plain, y, &whiskers, Some(reference))
+    })
 }
 
 /// The points of `points` whose coordinates are both finite.
@@ -434,12 +481,16 @@ fn draw_lines(
     Ok(())
 }
 
+/// Draws `bars`; with `whiskers` (one `(low, high)` per bar, or none at all) a whisker on each
+/// bar whose ends are finite, and with `reference` a grey horizontal line at that value.
 fn draw_bars(
     root: &DrawingArea<BitMapBackend, Shift>,
     title: &str,
     y_label: &str,
     bars: &[(String, f64)],
     y: Range<f64>,
+    whiskers: &[(f64, f64)],
+    reference: Option<f64>,
 ) -> Result<(), String> {
     // A discrete `0..last` range holds `last + 1` values: one slot per bar.
     let last = bars.len() as u32 - 1;
@@ -482,17 +533,51 @@ fn draw_bars(
         bar
     });
     chart.draw_series(rects).map_err(|e| e.to_string())?;
+    if let Some(r) = reference {
+        let line = [
+            (SegmentValue::Exact(0), r),
+            (SegmentValue::Exact(last + 1), r),
+        ];
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                line,
+                RGBColor(90, 90, 90).stroke_width(2),
+            )))
+            .map_err(|e| e.to_string())?;
+    }
+    let whisker_of = |i: usize| {
+        whiskers
+            .get(i)
+            .filter(|(lo, hi)| lo.is_finite() && hi.is_finite())
+    };
+    let whisker_style = BLACK.stroke_width(2);
+    for (i, &(lo, hi)) in (0..bars.len()).filter_map(|i| whisker_of(i).map(|w| (i, w))) {
+        let x = SegmentValue::CenterOf(i as u32);
+        let cap = |v: f64| {
+            EmptyElement::at((x.clone(), v)) + PathElement::new([(-8, 0), (8, 0)], whisker_style)
+        };
+        chart
+            .draw_series([PathElement::new(
+                [(x.clone(), lo), (x.clone(), hi)],
+                whisker_style,
+            )])
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series([cap(lo), cap(hi)])
+            .map_err(|e| e.to_string())?;
+    }
     let decimals = value_decimals(bars.iter().map(|b| b.1));
     let labels = bars.iter().enumerate().map(|(i, (_, v))| {
-        // Above a bar that goes up, below one that goes down, 4 pixels clear of its end.
-        let (anchor, dy) = if *v >= 0.0 {
-            (VPos::Bottom, -4)
+        // Above a bar that goes up, below one that goes down, 4 pixels clear of its end (or of
+        // its whisker's).
+        let (anchor, dy, at) = if *v >= 0.0 {
+            (VPos::Bottom, -4, whisker_of(i).map_or(*v, |w| w.1.max(*v)))
         } else {
-            (VPos::Top, 4)
+            (VPos::Top, 4, whisker_of(i).map_or(*v, |w| w.0.min(*v)))
         };
         let style = font(16).pos(Pos::new(HPos::Center, anchor));
         let text = format!("{v:.decimals$}");
-        EmptyElement::at((SegmentValue::CenterOf(i as u32), *v)) + Text::new(text, (0, dy), style)
+        EmptyElement::at((SegmentValue::CenterOf(i as u32), at)) + Text::new(text, (0, dy), style)
     });
     chart.draw_series(labels).map_err(|e| e.to_string())?;
     Ok(())

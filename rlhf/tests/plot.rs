@@ -5,7 +5,10 @@ use std::fs;
 use std::path::Path;
 
 use rlhf::data::DataError;
-use rlhf::plot::{bar_chart, bar_chart_sized, line_chart, line_chart_sized, PlotError, Series};
+use rlhf::plot::{
+    bar_chart, bar_chart_sized, interval_bar_chart, line_chart, line_chart_sized, IntervalBar,
+    PlotError, Series,
+};
 use rlhf::report::{read_metrics, series, Report};
 
 /// A decoded PNG: width, height, and its pixels as RGB triples.
@@ -195,6 +198,58 @@ fn nothing_to_plot_is_an_error_naming_the_file() {
     let err = bar_chart(&path, "t", "y", &[]).unwrap_err();
     assert!(matches!(err, PlotError::NoData { .. }), "{err}");
     assert!(!path.exists(), "no file is written on error");
+}
+
+fn win_rates(half_width: f64) -> Vec<IntervalBar> {
+    [("PPO", 0.56), ("DPO", 0.44), ("ideal", 0.61)]
+        .iter()
+        .map(|&(label, value)| IntervalBar {
+            label: label.into(),
+            value,
+            low: value - half_width,
+            high: value + half_width,
+        })
+        .collect()
+}
+
+#[test]
+fn interval_bars_draw_whiskers_and_a_reference_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wide, narrow, none) = (
+        dir.path().join("wide.png"),
+        dir.path().join("narrow.png"),
+        dir.path().join("none.png"),
+    );
+    interval_bar_chart(&wide, "win rate", "won", &win_rates(0.08), 0.5).unwrap();
+    interval_bar_chart(&narrow, "win rate", "won", &win_rates(0.02), 0.5).unwrap();
+    // Unknown intervals (NaN) draw bars without whiskers rather than failing.
+    interval_bar_chart(&none, "win rate", "won", &win_rates(f64::NAN), 0.5).unwrap();
+    let (w, n, x) = (decode(&wide), decode(&narrow), decode(&none));
+    assert_eq!((w.width, w.height), (960, 600));
+    assert!(non_background(&x) > 10_000, "bars drawn");
+    // The whiskers are what differs: black pixels, more of them for the wider intervals.
+    let black = |img: &Image| img.rgb.iter().filter(|p| p.iter().all(|&c| c < 40)).count();
+    assert!(
+        black(&w) > black(&n) && black(&n) > black(&x),
+        "{} {} {}",
+        black(&w),
+        black(&n),
+        black(&x)
+    );
+    assert!(differing(&w, &n) > 100);
+    // The reference line is grey, across the whole plot.
+    let grey = |img: &Image| img.rgb.iter().filter(|p| **p == [90, 90, 90]).count();
+    assert!(grey(&x) > 500, "reference line: {} grey pixels", grey(&x));
+
+    let mut bad = win_rates(0.05);
+    bad[1].value = f64::NAN;
+    let err = interval_bar_chart(dir.path().join("bad.png"), "t", "y", &bad, 0.5).unwrap_err();
+    assert!(
+        matches!(err, PlotError::NonFinite { ref name, .. } if name == "DPO"),
+        "{err}"
+    );
+    let err = interval_bar_chart(dir.path().join("empty.png"), "t", "y", &[], 0.5).unwrap_err();
+    assert!(matches!(err, PlotError::NoData { .. }), "{err}");
 }
 
 #[test]

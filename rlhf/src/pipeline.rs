@@ -1109,13 +1109,15 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     .map_err(err)?;
 
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
-    let rate = |e: &Estimate| {
-        format!(
+    // An interval is unknown (NaN) when fewer than two prompts were evaluated.
+    let rate = |e: &Estimate| match e.low.is_finite() {
+        true => format!(
             "{} (95% interval {:.1}–{:.1}%)",
             pct(e.mean),
             100.0 * e.low,
             100.0 * e.high
-        )
+        ),
+        false => format!("{} (interval unknown)", pct(e.mean)),
     };
     let mut r = Report::new("ferrochat run report");
     r.paragraph(&format!(
@@ -1183,7 +1185,10 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
             vec![
                 format!("{} − {}", g.stage, g.baseline),
                 signed(g.gain.mean),
-                format!("{} to {}", signed(g.gain.low), signed(g.gain.high)),
+                match g.gain.low.is_finite() {
+                    true => format!("{} to {}", signed(g.gain.low), signed(g.gain.high)),
+                    false => "unknown".into(),
+                },
             ]
         })
         .collect();

@@ -160,8 +160,9 @@ impl PipelineConfig {
             // Table 6). With every demonstration SFT leaves PPO nothing the reward model can see
             // (held-out score SFT 0.871, PPO 0.847 at β = 0.1 and 0.857 at β = 0.3); with 40 it
             // keeps the style but not every skill, and PPO improves on it: 0.822 → 0.854,
-            // 0.829 → 0.841, 0.827 → 0.859 for seeds 0, 1, 2 at β = 0.3 and 100 iterations
-            // (measured 2026-11-29; 20 demonstrations: 0.819 → 0.853, 0.822 → 0.834).
+            // 0.829 → 0.841, 0.827 → 0.859 for seeds 0, 1, 2 of the stages after pretraining
+            // (seed 0's pretrained model) at β = 0.3 and 100 iterations (measured 2026-11-29;
+            // 20 demonstrations: 0.819 → 0.853, 0.822 → 0.834).
             demonstrations: 40,
             // 1,500 rankings (each train prompt about twice): with 1,000 the reward model's
             // held-out accuracy was 69.1%, with 1,500 71.5% (measured 2026-11-29 with every
@@ -202,8 +203,10 @@ impl PipelineConfig {
                 ..PpoConfig::default()
             },
             // 200 iterations (12,800 sampled answers): held-out score 0.866, 0.855, 0.864 for
-            // seeds 0, 1, 2, against 0.854, 0.841, 0.859 after 100 (SFT 0.822, 0.829, 0.827;
-            // measured 2026-11-29); about 75 s more on 2 cores.
+            // seeds 0, 1, 2 of the stages after pretraining (seed 0's pretrained model), against
+            // 0.854, 0.841, 0.859 after 100 (SFT 0.822, 0.829, 0.827; measured 2026-11-29);
+            // about 75 s more on 2 cores. Whole runs (`--seed`, pretraining included) after
+            // 200: seed 1 SFT 0.833 → PPO 0.853, seed 2 0.824 → 0.845 (measured 2026-11-30).
             ppo_iterations: 200,
             ppo_prompts: 16,
             ppo_samples: 4,

@@ -49,7 +49,7 @@ fn main() -> Result<()> {
             .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
             .unwrap_or(0);
         let best = judged.iter().map(|b| b.total).fold(f64::MIN, f64::max);
-        let k = Kind::ALL.iter().position(|&k| k == r.kind()).unwrap_or(0);
+        let k = r.kind().index();
         counts[k] += 1;
         let s = &mut sums[k];
         s[0] += judged[0].total;

@@ -35,10 +35,7 @@ fn main() -> Result<()> {
         let mut counts = [(0usize, 0usize, 0usize); Kind::ALL.len()];
         for (i, record) in world.prompts(Split::Heldout).iter().enumerate() {
             let seed = 1000 + i as u64;
-            let k = Kind::ALL
-                .iter()
-                .position(|&k| k == record.kind())
-                .expect("Kind::ALL lists every kind");
+            let k = record.kind().index();
             let qa_ids: Vec<usize> = tok
                 .encode(&format!("Q: {}\nA:", record.prompt))
                 .into_iter()

@@ -151,8 +151,7 @@ pub fn evaluate_policy(
         e.ended += a.ended as u8 as f64;
         e.format_ok += b.format_ok as u8 as f64;
         e.mean_chars += a.text.chars().count() as f64;
-        let kind = Kind::ALL.iter().position(|&k| k == r.kind());
-        let k = &mut by_kind[kind.expect("Kind::ALL lists every kind")];
+        let k = &mut by_kind[r.kind().index()];
         k.answers += 1;
         k.mean_score += b.total;
         k.correct += b.correct as u8 as f64;

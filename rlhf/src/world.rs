@@ -227,6 +227,14 @@ impl Kind {
         Kind::Format,
     ];
 
+    /// The kind's place in [`Kind::ALL`] (for per-kind tallies).
+    pub fn index(self) -> usize {
+        Kind::ALL
+            .iter()
+            .position(|&k| k == self)
+            .expect("Kind::ALL lists every kind")
+    }
+
     /// The kind's name, as in the JSON `kind` field.
     pub fn name(self) -> &'static str {
         match self {

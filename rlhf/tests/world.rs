@@ -64,7 +64,8 @@ fn every_kind_has_train_and_heldout_prompts_that_are_disjoint() {
     assert_eq!(train.len(), w.train.len(), "train prompts are unique");
     assert_eq!(held.len(), w.heldout.len(), "held-out prompts are unique");
     assert!(train.is_disjoint(&held));
-    for kind in Kind::ALL {
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        assert_eq!(kind.index(), i, "{kind:?}'s place in Kind::ALL");
         let n_train = w.train.iter().filter(|r| r.kind() == kind).count();
         let n_held = w.heldout.iter().filter(|r| r.kind() == kind).count();
         assert!(n_train >= 30 && n_held >= 8, "{kind:?}: {n_train}/{n_held}");

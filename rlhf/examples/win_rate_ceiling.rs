@@ -46,12 +46,7 @@ fn main() -> Result<()> {
     );
     for (name, answers) in [("ideal answers", &ideal), ("greedy answers", &greedy)] {
         let w = win_rate(&records, answers, &sampled, 5);
-        println!(
-            "  {name:<14} win {:.1}% (95% interval {:.1}–{:.1}%)",
-            100.0 * w.mean,
-            100.0 * w.low,
-            100.0 * w.high
-        );
+        println!("  {name:<14} win {}", w.percent());
     }
     Ok(())
 }

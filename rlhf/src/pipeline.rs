@@ -618,15 +618,16 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     let ideal_win_rate_vs_sft = win_rate(&eval_records, &ideal, &answers[1], config.seed ^ 99);
     for g in &score_gains {
         on(Event::Note(format!(
-            "{:>10}: labeler score {:+.3} over {} (95% interval {:+.3} to {:+.3})",
-            g.stage, g.gain.mean, g.baseline, g.gain.low, g.gain.high
+            "{:>10}: labeler score {:+.3} over {} (95% interval {})",
+            g.stage,
+            g.gain.mean,
+            g.baseline,
+            g.gain.signed_interval()
         )));
     }
     on(Event::Note(format!(
-        "PPO wins {:.1}% against SFT (95% interval {:.1}–{:.1}%; the ideal answers win {:.1}%)",
-        100.0 * ppo_win_rate_vs_sft.mean,
-        100.0 * ppo_win_rate_vs_sft.low,
-        100.0 * ppo_win_rate_vs_sft.high,
+        "PPO wins {} against SFT; the ideal answers win {:.1}%",
+        ppo_win_rate_vs_sft.percent(),
         100.0 * ideal_win_rate_vs_sft.mean
     )));
     let summary = Summary {
@@ -1112,16 +1113,6 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     .map_err(err)?;
 
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
-    // An interval is unknown (NaN) when fewer than two prompts were evaluated.
-    let rate = |e: &Estimate| match e.low.is_finite() {
-        true => format!(
-            "{} (95% interval {:.1}–{:.1}%)",
-            pct(e.mean),
-            100.0 * e.low,
-            100.0 * e.high
-        ),
-        false => format!("{} (interval unknown)", pct(e.mean)),
-    };
     let mut r = Report::new("ferrochat run report");
     r.paragraph(&format!(
         "InstructGPT's recipe on the embedded task world, a {}-parameter GPT-2, in {:.0} s. \
@@ -1180,18 +1171,14 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     kind_header.extend(s.stages.iter().map(|e| e.stage.as_str()));
     r.table(&kind_header, &kind_rows);
     // Is each step's gain more than the noise of sampling? Same prompts, same answers as above.
-    let signed = |x: f64| format!("{x:+.3}");
     let gain_rows: Vec<Vec<String>> = s
         .score_gains
         .iter()
         .map(|g| {
             vec![
                 format!("{} − {}", g.stage, g.baseline),
-                signed(g.gain.mean),
-                match g.gain.low.is_finite() {
-                    true => format!("{} to {}", signed(g.gain.low), signed(g.gain.high)),
-                    false => "unknown".into(),
-                },
+                format!("{:+.3}", g.gain.mean),
+                g.gain.signed_interval(),
             ]
         })
         .collect();
@@ -1226,15 +1213,15 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         ],
         vec![
             "PPO win rate against SFT (held-out, noisy labeler)".into(),
-            rate(&s.ppo_win_rate_vs_sft),
+            s.ppo_win_rate_vs_sft.percent(),
         ],
         vec![
             "DPO win rate against SFT".into(),
-            rate(&s.dpo_win_rate_vs_sft),
+            s.dpo_win_rate_vs_sft.percent(),
         ],
         vec![
             "the ideal answers' win rate against SFT (the most any policy can expect)".into(),
-            rate(&s.ideal_win_rate_vs_sft),
+            s.ideal_win_rate_vs_sft.percent(),
         ],
         vec![
             format!(

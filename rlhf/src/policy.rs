@@ -221,6 +221,29 @@ impl Estimate {
             high: mean + half,
         }
     }
+
+    /// A rate as text: `52.6% (95% interval 50.6–54.6%)`, or `52.6% (interval unknown)`.
+    pub fn percent(&self) -> String {
+        if self.low.is_finite() {
+            format!(
+                "{:.1}% (95% interval {:.1}–{:.1}%)",
+                100.0 * self.mean,
+                100.0 * self.low,
+                100.0 * self.high
+            )
+        } else {
+            format!("{:.1}% (interval unknown)", 100.0 * self.mean)
+        }
+    }
+
+    /// A difference's interval as text: `+0.022 to +0.066`, or `unknown`.
+    pub fn signed_interval(&self) -> String {
+        if self.low.is_finite() {
+            format!("{:+.3} to {:+.3}", self.low, self.high)
+        } else {
+            "unknown".into()
+        }
+    }
 }
 
 /// How often answers `a` beat answers `b` (same prompts, same order) in the labeler's

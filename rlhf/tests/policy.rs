@@ -25,6 +25,9 @@ fn an_estimate_is_the_mean_of_prompt_means_with_a_normal_interval() {
         (e.mean - 0.5).abs() < 1e-12 && (e.high - 0.5 - half).abs() < 1e-12,
         "{e:?}"
     );
+    // As text: a rate in percent, a difference's interval signed.
+    assert_eq!(e.percent(), "50.0% (95% interval 9.2–90.8%)");
+    assert_eq!(e.signed_interval(), "+0.092 to +0.908");
 }
 
 #[test]
@@ -49,6 +52,8 @@ fn with_fewer_than_two_prompts_the_interval_is_unknown() {
     let one = Estimate::over_prompts(&[r[0].clone(), r[0].clone()], &[1.0, 0.0]);
     assert_eq!(one.mean, 0.5);
     assert!(one.low.is_nan() && one.high.is_nan(), "{one:?}");
+    assert_eq!(one.percent(), "50.0% (interval unknown)");
+    assert_eq!(one.signed_interval(), "unknown");
     let json = serde_json::to_string(&one).unwrap();
     assert_eq!(json, r#"{"mean":0.5,"low":null,"high":null}"#);
     assert!(Estimate::over_prompts(&[], &[]).mean.is_nan());

@@ -454,8 +454,12 @@ unsafe fn kernel_avx2(
         for _ in 0..kc {
             let b0 = _mm256_loadu_ps(bp);
             let b1 = _mm256_loadu_ps(bp.add(8));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*ap.add(i));
+            // The k-th column of the packed A panel, read once: indexing an array (not
+            // `ap.add(i)` per row) lets the row loop unroll into registers also in test
+            // builds, where each `add` carries a debug check.
+            let a_col = ap.cast::<[f32; MR]>().read_unaligned();
+            for (row, &a_i) in acc.iter_mut().zip(&a_col) {
+                let ai = _mm256_set1_ps(a_i);
                 row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
             }
@@ -518,8 +522,10 @@ unsafe fn kernel_avx512(
         for _ in 0..kc {
             let b0 = _mm512_loadu_ps(bp);
             let b1 = _mm512_loadu_ps(bp.add(16));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*ap.add(i));
+            // See `kernel_avx2`: the A column read once.
+            let a_col = ap.cast::<[f32; MR]>().read_unaligned();
+            for (row, &a_i) in acc.iter_mut().zip(&a_col) {
+                let ai = _mm512_set1_ps(a_i);
                 row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }

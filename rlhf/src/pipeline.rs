@@ -78,7 +78,8 @@ pub struct PipelineConfig {
     pub ppo_samples: usize,
     /// Also run PPO with β = 0 (no KL penalty), for the over-optimisation lesson.
     pub beta_zero: bool,
-    pub dpo: DpoConfig,
+    /// DPO on the same rankings, for comparison (`None`: skipped).
+    pub dpo: Option<DpoConfig>,
     /// Held-out prompts each stage answers in the final evaluation (0 = all).
     pub eval_prompts: usize,
     /// Temperature of the evaluation answers (the policy's own distribution, not greedy).
@@ -211,12 +212,12 @@ impl PipelineConfig {
             ppo_prompts: 16,
             ppo_samples: 4,
             beta_zero: true,
-            dpo: DpoConfig {
+            dpo: Some(DpoConfig {
                 lr: 5e-5,
                 batch_size: 16,
                 micro_batch: 8,
                 ..DpoConfig::default()
-            },
+            }),
             eval_prompts: 0,
             eval_temperature: 1.0,
             eval_samples: 4,
@@ -301,7 +302,8 @@ pub struct Summary {
     /// PPO's answers against SFT's on held-out prompts, judged by a noisy labeler. Each
     /// rate here comes with its 95% interval over prompts ([`Estimate::over_prompts`]).
     pub ppo_win_rate_vs_sft: Estimate,
-    pub dpo_win_rate_vs_sft: Estimate,
+    /// `None` when the run skipped DPO.
+    pub dpo_win_rate_vs_sft: Option<Estimate>,
     /// The ideal answers against SFT's, judged the same way: no policy can expect more. The
     /// ideal answer ties with each of SFT's perfect answers (0.5) and is truly better than the
     /// rest, where the noisy labeler still prefers it only about 84% of the time (73%
@@ -543,27 +545,33 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         None
     };
 
-    on(Event::Stage("dpo"));
-    let mut dpo = sft.clone();
-    let dpo_dir = dir("dpo");
-    let mut dpo_metrics = metrics_in(&dpo_dir)?;
-    train_dpo(
-        &mut dpo,
-        &sft,
-        &pairs_of(&rank_train),
-        &tok,
-        &config.dpo,
-        |s| {
-            dpo_metrics.log(serde_json::json!({"step": s.step, "loss": s.loss, "margin": s.margins, "accuracy": s.accuracies}));
-            on(Event::Progress {
-                done: s.step,
-                total: 0,
-                msg: format!("loss {:.3}", s.loss),
-            });
-        },
-    )?;
-    dpo_metrics.finish()?;
-    save_policy(&dpo, &tok, &dpo_dir)?;
+    let dpo = match &config.dpo {
+        Some(dpo_config) => {
+            on(Event::Stage("dpo"));
+            let mut dpo = sft.clone();
+            let dpo_dir = dir("dpo");
+            let mut dpo_metrics = metrics_in(&dpo_dir)?;
+            train_dpo(
+                &mut dpo,
+                &sft,
+                &pairs_of(&rank_train),
+                &tok,
+                dpo_config,
+                |s| {
+                    dpo_metrics.log(serde_json::json!({"step": s.step, "loss": s.loss, "margin": s.margins, "accuracy": s.accuracies}));
+                    on(Event::Progress {
+                        done: s.step,
+                        total: 0,
+                        msg: format!("loss {:.3}", s.loss),
+                    });
+                },
+            )?;
+            dpo_metrics.finish()?;
+            save_policy(&dpo, &tok, &dpo_dir)?;
+            Some(dpo)
+        }
+        None => None,
+    };
 
     on(Event::Stage("evaluate"));
     // Each held-out prompt `eval_samples` times: every stage answers each copy afresh.
@@ -572,12 +580,13 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         .collect();
     let mut stages = Vec::new();
     let mut answers = Vec::new();
-    for (name, m) in [
-        ("pretrained", &pretrained),
-        ("sft", &sft),
-        ("ppo", &ppo),
-        ("dpo", &dpo),
-    ] {
+    let policies = [
+        ("pretrained", Some(&pretrained)),
+        ("sft", Some(&sft)),
+        ("ppo", Some(&ppo)),
+        ("dpo", dpo.as_ref()),
+    ];
+    for (name, m) in policies.iter().filter_map(|&(n, m)| Some((n, m?))) {
         let (eval, a) = evaluate_policy(
             m,
             &tok,
@@ -605,6 +614,8 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         ("dpo", 3, "sft", 1),
     ]
     .into_iter()
+    // `answers` has no DPO entry (index 3) when the run skipped DPO.
+    .filter(|&(_, a, _, _)| a < answers.len())
     .map(|(stage, a, baseline, b)| ScoreGain {
         stage: stage.into(),
         baseline: baseline.into(),
@@ -612,7 +623,9 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     })
     .collect::<Vec<_>>();
     let ppo_win_rate_vs_sft = win_rate(&eval_records, &answers[2], &answers[1], config.seed ^ 99);
-    let dpo_win_rate_vs_sft = win_rate(&eval_records, &answers[3], &answers[1], config.seed ^ 99);
+    let dpo_win_rate_vs_sft = answers
+        .get(3)
+        .map(|dpo| win_rate(&eval_records, dpo, &answers[1], config.seed ^ 99));
     let ideal: Vec<Answer> = eval_records
         .iter()
         .map(|r| Answer::ended(r.ideal.clone()))
@@ -1093,11 +1106,12 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
     )
     .map_err(err)?;
     let win_bars: Vec<IntervalBar> = [
-        ("ppo", &s.ppo_win_rate_vs_sft),
-        ("dpo", &s.dpo_win_rate_vs_sft),
-        ("ideal answers", &s.ideal_win_rate_vs_sft),
+        ("ppo", Some(&s.ppo_win_rate_vs_sft)),
+        ("dpo", s.dpo_win_rate_vs_sft.as_ref()),
+        ("ideal answers", Some(&s.ideal_win_rate_vs_sft)),
     ]
     .into_iter()
+    .filter_map(|(label, e)| Some((label, e?)))
     .map(|(label, e)| IntervalBar {
         label: label.into(),
         value: e.mean,
@@ -1219,7 +1233,8 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         ],
         vec![
             "DPO win rate against SFT".into(),
-            s.dpo_win_rate_vs_sft.percent(),
+            s.dpo_win_rate_vs_sft
+                .map_or_else(|| "not run".into(), |e| e.percent()),
         ],
         vec![
             "the ideal answers' win rate against SFT (the most any policy can expect)".into(),

@@ -81,7 +81,7 @@ fn the_tiny_pipeline_runs_every_stage() {
     // stage-by-stage differences agree with the table's scores.
     for e in [
         s.ppo_win_rate_vs_sft,
-        s.dpo_win_rate_vs_sft,
+        s.dpo_win_rate_vs_sft.unwrap(),
         s.ideal_win_rate_vs_sft,
     ]
     .iter()

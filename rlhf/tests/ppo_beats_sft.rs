@@ -6,7 +6,7 @@
 //! runs the demo preset from the demo's own pretrained model, committed as a fixture
 //! (`scripts/demo-pretrained-fixture.sh` remakes it) — pretraining is what a CI test cannot
 //! afford at this size, and the recipe starts from a pretrained model anyway — with the β = 0
-//! run left out and 100 PPO iterations rather than 200 (about four minutes in the test
+//! run and DPO left out and 100 PPO iterations rather than 200 (about three minutes in the test
 //! profile on 2 cores). The run is deterministic: on the machine that made the fixture it
 //! gives SFT 0.822 → PPO 0.854 (paired gain +0.032, 95% interval +0.009 to +0.055), PPO
 //! winning 51.8% against SFT, reward-model accuracy 74.5%; with the AVX2 kernels
@@ -24,8 +24,16 @@ fn from_the_demo_pretrained_model_ppo_beats_sft() {
     config.pretrained =
         Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/demo_pretrained"));
     config.beta_zero = false;
+    config.dpo = None;
     config.ppo_iterations = 100;
     let s = run(&config, tmp.path(), |_| {}).unwrap();
+    // A run without DPO has no DPO stage, folder or win rate, and its report says so.
+    assert!(s.stages.iter().all(|e| e.stage != "dpo"));
+    assert!(s.score_gains.iter().all(|g| g.stage != "dpo"));
+    assert!(s.dpo_win_rate_vs_sft.is_none());
+    assert!(!tmp.path().join("dpo").exists());
+    let report = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
+    assert!(report.contains("| DPO win rate against SFT | not run |"));
     let stage = |name: &str| {
         s.stages
             .iter()

@@ -24,6 +24,9 @@ pub struct Args {
     /// Skip the β = 0 run (it doubles PPO's time).
     #[arg(long)]
     pub no_beta_zero: bool,
+    /// Skip DPO, the comparison baseline (about 40 s of the demo).
+    #[arg(long)]
+    pub no_dpo: bool,
     /// Reuse the pretrained model of an earlier run (its `pretrain` folder) instead of
     /// pretraining again: the RLHF stages alone, in a few minutes.
     #[arg(long)]
@@ -68,6 +71,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.no_beta_zero {
         config.beta_zero = false;
+    }
+    if args.no_dpo {
+        config.dpo = None;
     }
     config.pretrained = args.pretrained;
     if let Some(n) = args.demonstrations {

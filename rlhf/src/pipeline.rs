@@ -322,6 +322,17 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+impl Summary {
+    /// The held-out evaluation of the stage called `name` ("pretrained", "sft", "ppo",
+    /// "dpo"), if the run has it.
+    pub fn stage(&self, name: &str) -> Option<&PolicyEval> {
+        self.stages
+            .iter()
+            .find(|e| e.stage == name)
+            .map(|e| &e.eval)
+    }
+}
+
 /// How much higher one stage's answers score than another's on the same held-out prompts.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScoreGain {

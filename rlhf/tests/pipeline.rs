@@ -48,14 +48,7 @@ fn the_tiny_pipeline_runs_every_stage() {
         assert!(pixels.iter().any(|&p| p < 128), "{plot} is blank");
     }
 
-    let stage = |name: &str| {
-        s.stages
-            .iter()
-            .find(|e| e.stage == name)
-            .unwrap()
-            .eval
-            .clone()
-    };
+    let stage = |name: &str| s.stage(name).unwrap().clone();
     let (pre, sft) = (stage("pretrained"), stage("sft"));
     // SFT teaches the chat format: answers end properly and score higher with the labeler.
     assert!(

@@ -34,14 +34,7 @@ fn from_the_demo_pretrained_model_ppo_beats_sft() {
     assert!(!tmp.path().join("dpo").exists());
     let report = std::fs::read_to_string(tmp.path().join("report.md")).unwrap();
     assert!(report.contains("| DPO win rate against SFT | not run |"));
-    let stage = |name: &str| {
-        s.stages
-            .iter()
-            .find(|e| e.stage == name)
-            .unwrap()
-            .eval
-            .clone()
-    };
+    let stage = |name: &str| s.stage(name).unwrap().clone();
     let (pre, sft, ppo) = (stage("pretrained"), stage("sft"), stage("ppo"));
     let ppo_gain = s.score_gains.iter().find(|g| g.stage == "ppo").unwrap();
     let numbers = format!(

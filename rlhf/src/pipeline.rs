@@ -10,7 +10,7 @@
 //! 6. **ppo** — optimise the policy against the reward model with a KL penalty to the SFT
 //!    policy and the pretraining term (PPO-ptx, InstructGPT eq. 2), the value model
 //!    initialised from the reward model; and plain PPO with β = 0, to show over-optimisation;
-//! 7. **dpo** — the direct preference loss on the same rankings, for comparison;
+//! 7. **dpo** — the direct preference loss on the same rankings, for comparison (optional);
 //! 8. **evaluate** — each stage's answers to held-out prompts, judged by the labeler's rubric
 //!    (score, rude-word rate, win rate of PPO against SFT).
 //!

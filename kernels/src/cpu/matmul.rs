@@ -586,8 +586,9 @@ unsafe fn kernel_neon(
                 vld1q_f32(bp.add(8)),
                 vld1q_f32(bp.add(12)),
             ];
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = *ap.add(i);
+            // See `kernel_avx2`: the A column read once.
+            let a_col = ap.cast::<[f32; MR]>().read_unaligned();
+            for (row, &ai) in acc.iter_mut().zip(&a_col) {
                 for (r, &bq) in row.iter_mut().zip(bv.iter()) {
                     *r = vfmaq_n_f32(*r, bq, ai);
                 }

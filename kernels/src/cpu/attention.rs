@@ -1806,6 +1806,9 @@ mod tests {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `levels` only lists AVX-512 when it was detected.
                 Path::Avx512 => unsafe { exp2_sub::<x86_512::Avx512>(&mut got, 0.0) },
+                #[cfg(target_arch = "aarch64")]
+                // SAFETY: `levels` only lists NEON when it was detected.
+                Path::Neon => unsafe { exp2_sub::<arm::Neon>(&mut got, 0.0) },
                 // SAFETY: scalar needs no CPU feature.
                 _ => unsafe { exp2_sub::<Scalar>(&mut got, 0.0) },
             };

@@ -207,6 +207,15 @@ pub fn bar_chart_sized(
     bars: &[(String, f64)],
 ) -> Result<(), PlotError> {
     let path = path.as_ref();
+    check_bars(path, bars)?;
+    let y = bar_axis(bars.iter().map(|b| b.1));
+    render(path, size, |root| {
+        draw_bars(root, title, y_label, bars, y, &[], None)
+    })
+}
+
+/// A bar chart's input errors: no bars, or a bar whose value is not finite.
+fn check_bars(path: &Path, bars: &[(String, f64)]) -> Result<(), PlotError> {
     if bars.is_empty() {
         return Err(no_data(path, "no bars"));
     }
@@ -217,10 +226,7 @@ pub fn bar_chart_sized(
             value: *value,
         });
     }
-    let y = bar_axis(bars.iter().map(|b| b.1));
-    render(path, size, |root| {
-        draw_bars(root, title, y_label, bars, y, &[], None)
-    })
+    Ok(())
 }
 
 /// One bar of an [`interval_bar_chart`]: a value with its 95% interval (`low`, `high`; NaN
@@ -245,17 +251,8 @@ pub fn interval_bar_chart(
     reference: f64,
 ) -> Result<(), PlotError> {
     let path = path.as_ref();
-    if bars.is_empty() {
-        return Err(no_data(path, "no bars"));
-    }
-    if let Some(b) = bars.iter().find(|b| !b.value.is_finite()) {
-        return Err(PlotError::NonFinite {
-            path: path.to_path_buf(),
-            name: b.label.clone(),
-            value: b.value,
-        });
-    }
     let plain: Vec<(String, f64)> = bars.iter().map(|b| (b.label.clone(), b.value)).collect();
+    check_bars(path, &plain)?;
     let whiskers: Vec<(f64, f64)> = bars.iter().map(|b| (b.low, b.high)).collect();
     let ends = bars
         .iter()

@@ -619,29 +619,33 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         });
         answers.push(a);
     }
-    let score_gains = [
-        ("sft", 1, "pretrained", 0),
-        ("ppo", 2, "sft", 1),
-        ("dpo", 3, "sft", 1),
-    ]
-    .into_iter()
-    // `answers` has no DPO entry (index 3) when the run skipped DPO.
-    .filter(|&(_, a, _, _)| a < answers.len())
-    .map(|(stage, a, baseline, b)| ScoreGain {
-        stage: stage.into(),
-        baseline: baseline.into(),
-        gain: score_gain(&eval_records, &answers[a], &answers[b]),
-    })
-    .collect::<Vec<_>>();
-    let ppo_win_rate_vs_sft = win_rate(&eval_records, &answers[2], &answers[1], config.seed ^ 99);
-    let dpo_win_rate_vs_sft = answers
-        .get(3)
-        .map(|dpo| win_rate(&eval_records, dpo, &answers[1], config.seed ^ 99));
+    // A stage's answers by name; `None` for a stage the run skipped (DPO).
+    let answers_of = |name: &str| {
+        stages
+            .iter()
+            .position(|e: &StageEval| e.stage == name)
+            .map(|i| &answers[i])
+    };
+    let score_gains = [("sft", "pretrained"), ("ppo", "sft"), ("dpo", "sft")]
+        .into_iter()
+        .filter_map(|(stage, baseline)| {
+            Some(ScoreGain {
+                stage: stage.into(),
+                baseline: baseline.into(),
+                gain: score_gain(&eval_records, answers_of(stage)?, answers_of(baseline)?),
+            })
+        })
+        .collect::<Vec<_>>();
+    let sft_answers = answers_of("sft").expect("SFT always runs");
+    let ppo_answers = answers_of("ppo").expect("PPO always runs");
+    let ppo_win_rate_vs_sft = win_rate(&eval_records, ppo_answers, sft_answers, config.seed ^ 99);
+    let dpo_win_rate_vs_sft =
+        answers_of("dpo").map(|dpo| win_rate(&eval_records, dpo, sft_answers, config.seed ^ 99));
     let ideal: Vec<Answer> = eval_records
         .iter()
         .map(|r| Answer::ended(r.ideal.clone()))
         .collect();
-    let ideal_win_rate_vs_sft = win_rate(&eval_records, &ideal, &answers[1], config.seed ^ 99);
+    let ideal_win_rate_vs_sft = win_rate(&eval_records, &ideal, sft_answers, config.seed ^ 99);
     for g in &score_gains {
         on(Event::Note(format!(
             "{:>10}: labeler score {:+.3} over {} (95% interval {})",

@@ -353,11 +353,36 @@ pub struct BetaZero {
     pub labeler_score_last: f64,
 }
 
+/// What an earlier run into `out` wrote for the optional stages this run skips (the β = 0 run,
+/// DPO). The pipeline leaves them where they are (they may be someone's only copy) but says so,
+/// since this run's summary.json and report.md describe only the stages it ran.
+pub fn left_from_an_earlier_run(config: &PipelineConfig, out: &Path) -> Vec<PathBuf> {
+    let mut skipped = Vec::new();
+    if !config.beta_zero {
+        skipped.extend(["ppo_beta0", "plots/ppo_beta0.png"]);
+    }
+    if config.dpo.is_none() {
+        skipped.push("dpo");
+    }
+    skipped
+        .into_iter()
+        .map(|p| out.join(p))
+        .filter(|p| p.exists())
+        .collect()
+}
+
 /// Runs every stage into `out` (created if needed).
 pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Result<Summary> {
     let started = std::time::Instant::now();
     let dir = |name: &str| out.join(name);
     std::fs::create_dir_all(out).map_err(io(out))?;
+    for stale in left_from_an_earlier_run(config, out) {
+        on(Event::Note(format!(
+            "{} is left from an earlier run: this run skips that stage, so its summary.json and \
+             report.md do not describe it",
+            stale.display()
+        )));
+    }
 
     on(Event::Stage("world"));
     let world = World::new(config.world_seed);

@@ -144,7 +144,10 @@ fn a_rerun_reuses_the_pretrained_model_and_runs_ppo_ptx_against_the_gold_reward(
     config.shape.n_embd = 64;
     let s1 = run(&config, &first, |_| {}).unwrap();
 
+    // A folder that an earlier run with the β = 0 run left there: this run skips it, and says
+    // that the folder is not its own.
     let second = tmp.path().join("second");
+    std::fs::create_dir_all(second.join("ppo_beta0")).unwrap();
     config.pretrained = Some(first.join("pretrain"));
     config.ppo_reward = PpoReward::Gold;
     config.ppo.ptx_coef = 1.0;
@@ -159,6 +162,17 @@ fn a_rerun_reuses_the_pretrained_model_and_runs_ppo_ptx_against_the_gold_reward(
     assert!(
         notes.iter().any(|n| n.contains("reused")),
         "no reuse note in {notes:?}"
+    );
+    let stale = second.join("ppo_beta0").display().to_string();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with(&stale) && n.contains("earlier run")),
+        "no note about {stale} in {notes:?}"
+    );
+    assert!(
+        second.join("ppo_beta0").exists(),
+        "the old folder was removed"
     );
     assert_eq!(s2.pretrain_val_loss, s1.pretrain_val_loss);
     assert!(s1.sft_demonstrations > 400, "{}", s1.sft_demonstrations);

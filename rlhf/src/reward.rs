@@ -168,6 +168,17 @@ impl RewardModel {
         let dir = dir.as_ref();
         let trunk = checkpoint::load(dir)?;
         let path = dir.join(HEAD_FILE);
+        if !path.exists() {
+            // The usual mistake: a policy (SFT, PPO) folder where a reward model belongs.
+            return Err(format_err(
+                &path,
+                format!(
+                    "no such file: {} is a GPT checkpoint but not a reward model \
+                     (`ferrochat rm` writes one)",
+                    dir.display()
+                ),
+            ));
+        }
         let tensors = load_tensors(&path)?;
         let get = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let t = tensors

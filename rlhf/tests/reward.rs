@@ -354,7 +354,10 @@ fn save_load_round_trip() {
     let plain = tempfile::tempdir().unwrap();
     model::checkpoint::save(&rm.trunk, plain.path()).unwrap();
     let err = RewardModel::load(plain.path()).unwrap_err().to_string();
-    assert!(err.contains(reward::HEAD_FILE), "{err}");
+    assert!(
+        err.contains(reward::HEAD_FILE) && err.contains("not a reward model"),
+        "{err}"
+    );
     // A head of the wrong width is an error naming the tensor.
     let wrong = vec![
         (

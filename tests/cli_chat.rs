@@ -123,6 +123,30 @@ fn label_writes_exactly_the_rankings_given() {
     assert_eq!(again.len(), 3);
     assert_eq!(again[..2], got[..]);
     assert_eq!(again[2].ranking, vec![3, 2, 1, 0]);
+    assert!(
+        ok(&run(&args, "q\n")).starts_with(&format!("3 rankings already in {out}\n")),
+        "the count of earlier rankings is shown"
+    );
+}
+
+#[test]
+fn label_checks_the_file_it_appends_to_before_asking_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, out) = out_file(&tmp);
+    let good = r#"{"prompt":"Say hi.","responses":["hi","no"],"ranking":[0,1]}"#;
+    let before = format!("{good}\n{{\"prompt\": 3}}\n");
+    std::fs::write(&path, &before).unwrap();
+    let args = ["label", "--model", model(), "--out", &out, "--prompts", "1"];
+    let e = one_error_line(&run(&args, "1234\n"));
+    assert!(
+        e.contains(&format!("{out}:2")) && e.contains("mend or move"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        before,
+        "the file was changed"
+    );
 }
 
 #[test]

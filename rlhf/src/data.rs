@@ -13,7 +13,7 @@
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -187,14 +187,20 @@ pub struct JsonlWriter<T> {
 }
 
 impl<T: Serialize> JsonlWriter<T> {
-    /// Opens `path` for appending (creating it if needed); existing lines are kept.
+    /// Opens `path` for appending (creating it if needed); existing lines are kept. A file whose
+    /// last line has no newline (edited by hand, or cut short) gets one first, so the next
+    /// record starts a line of its own instead of running into that one.
     pub fn append(path: impl AsRef<Path>) -> Result<JsonlWriter<T>, DataError> {
         let path = path.as_ref().to_path_buf();
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        if !ends_with_newline_or_is_empty(&mut file).map_err(io_err(&path))? {
+            file.write_all(b"\n").map_err(io_err(&path))?;
+        }
         Ok(JsonlWriter {
             path,
             file,
@@ -219,6 +225,16 @@ impl<T: Serialize> JsonlWriter<T> {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn ends_with_newline_or_is_empty(file: &mut File) -> std::io::Result<bool> {
+    if file.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8];
+    file.seek(SeekFrom::End(-1))?;
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// Appends all `records` to `path` (see [`JsonlWriter`]).

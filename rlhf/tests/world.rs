@@ -519,6 +519,17 @@ fn jsonl_round_trips_and_appends() {
     let back: Vec<Demonstration> = data::read_jsonl(&path).unwrap();
     assert_eq!(back, demos[..20].to_vec(), "appending kept the first lines");
 
+    // A last line without its newline (a hand edit) is not run into by the next record.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.trim_end()).unwrap();
+    data::append_jsonl(&path, &demos[20..21]).unwrap();
+    let back: Vec<Demonstration> = data::read_jsonl(&path).unwrap();
+    assert_eq!(
+        back,
+        demos[..21].to_vec(),
+        "the unterminated line was kept whole"
+    );
+
     let ranking = Ranking {
         prompt: "What is 3 plus 4?".into(),
         responses: vec!["7".into(), "8".into(), "Whatever. 7".into()],

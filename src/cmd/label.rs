@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
 use rlhf::chat::chat_prompt;
-use rlhf::data::{JsonlWriter, Ranking};
+use rlhf::data::{read_preferences, JsonlWriter, Ranking};
 use rlhf::policy::sample_answers;
 use rlhf::world::{Split, World};
 
@@ -22,7 +22,8 @@ pub struct Args {
     /// Checkpoint folder (config.json, model.safetensors and the tokenizer files).
     #[arg(long)]
     pub model: PathBuf,
-    /// The JSONL file the rankings are appended to (created if missing; existing lines kept).
+    /// The JSONL file the rankings are appended to (created if missing; existing lines are
+    /// checked first, and kept).
     #[arg(long)]
     pub out: PathBuf,
     /// Answers to rank per prompt, 4 to 9 (as in InstructGPT).
@@ -102,6 +103,17 @@ fn prompts(args: &Args) -> Result<Vec<String>> {
 pub fn run(args: Args) -> Result<()> {
     if !(4..=9).contains(&args.k) {
         bail!("--k {} is out of range: rank 4 to 9 answers", args.k);
+    }
+    // A person's time is what this command spends: a bad line already in the file is found
+    // now, not by `ferrochat rm` after an hour of ranking.
+    if args.out.exists() {
+        let earlier = read_preferences(&args.out)
+            .map_err(|e| anyhow!("{e} (label appends to this file: mend or move it first)"))?;
+        println!(
+            "{} rankings already in {}",
+            earlier.len(),
+            args.out.display()
+        );
     }
     let prompts = prompts(&args)?;
     let (model, tok) = load_model_and_tokenizer(&args.model)?;

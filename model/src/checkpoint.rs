@@ -147,11 +147,17 @@ fn sorted_views<'a>(file: &'a SafeTensors) -> Vec<(&'a str, TensorView<'a>)> {
 /// its old contents.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     let path = path.as_ref();
+    replace_file(path, bytes).map_err(io_err(path))
+}
+
+/// [`write_atomic`] with the plain I/O error, for callers with their own error type (the
+/// tokenizer's files, rlhf's JSONL files).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = temp_path(path);
     let result = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = result {
+    if result.is_err() {
         let _ = fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
+        return result;
     }
     sync_parent(path);
     Ok(())

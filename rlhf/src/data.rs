@@ -237,6 +237,21 @@ fn ends_with_newline_or_is_empty(file: &mut File) -> std::io::Result<bool> {
     Ok(last[0] == b'\n')
 }
 
+/// Writes `records` as the whole of `path`, one line each, atomically: the file is either its
+/// old self or all of the new records, never a part (see [`model::checkpoint::write_atomic`]).
+pub fn write_jsonl<T: Serialize>(path: impl AsRef<Path>, records: &[T]) -> Result<(), DataError> {
+    let path = path.as_ref();
+    let mut text = String::new();
+    for r in records {
+        text += &serde_json::to_string(r).map_err(|e| DataError::Encode {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        text.push('\n');
+    }
+    model::checkpoint::replace_file(path, text.as_bytes()).map_err(io_err(path))
+}
+
 /// Appends all `records` to `path` (see [`JsonlWriter`]).
 pub fn append_jsonl<T: Serialize>(path: impl AsRef<Path>, records: &[T]) -> Result<(), DataError> {
     let mut w = JsonlWriter::append(path)?;

@@ -28,7 +28,7 @@ use model::{checkpoint, Gpt, Result};
 use serde::Serialize;
 
 use crate::chat::Answer;
-use crate::data::{append_jsonl, Demonstration, Ranking};
+use crate::data::{write_jsonl, Demonstration, Ranking};
 use crate::dpo::{pairs_of, train_dpo, DpoConfig};
 use crate::labeler::Labeler;
 use crate::policy::{evaluate_policy, sample_answers, score_gain, win_rate, Estimate, PolicyEval};
@@ -506,9 +506,8 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         ("rankings.jsonl", &rank_train),
         ("rankings_heldout.jsonl", &rank_heldout),
     ] {
-        let path = collect_dir.join(name);
-        let _ = std::fs::remove_file(&path);
-        append_jsonl(&path, rankings).map_err(|e| model::Error::Invalid(e.to_string()))?;
+        write_jsonl(collect_dir.join(name), rankings)
+            .map_err(|e| model::Error::Invalid(e.to_string()))?;
     }
 
     on(Event::Stage("rm"));

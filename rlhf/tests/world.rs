@@ -529,6 +529,10 @@ fn jsonl_round_trips_and_appends() {
         demos[..21].to_vec(),
         "the unterminated line was kept whole"
     );
+    // write_jsonl replaces the whole file.
+    data::write_jsonl(&path, &demos[..3]).unwrap();
+    let back: Vec<Demonstration> = data::read_jsonl(&path).unwrap();
+    assert_eq!(back, demos[..3].to_vec(), "write_jsonl replaced the file");
 
     let ranking = Ranking {
         prompt: "What is 3 plus 4?".into(),

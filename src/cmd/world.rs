@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use rlhf::data::append_jsonl;
+use rlhf::data::write_jsonl;
 use rlhf::world::{Split, World};
 
 #[derive(clap::Args)]
@@ -29,11 +29,8 @@ pub fn run(args: Args) -> Result<()> {
         ("demonstrations.jsonl", Split::Train),
         ("heldout.jsonl", Split::Heldout),
     ] {
-        let path = args.out.join(name);
-        if path.exists() {
-            std::fs::remove_file(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        }
-        append_jsonl(&path, &world.demonstrations(split)).map_err(|e| anyhow!("{e}"))?;
+        write_jsonl(args.out.join(name), &world.demonstrations(split))
+            .map_err(|e| anyhow!("{e}"))?;
     }
     println!(
         "world {}: corpus.txt ({} bytes), demonstrations.jsonl ({} train prompts), heldout.jsonl ({} held-out prompts) in {}",

@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -247,21 +246,9 @@ fn pretty(value: &Value) -> String {
     s
 }
 
-/// Writes `contents` to a temporary file next to `path`, syncs it, then renames it over
-/// `path` (atomic on one file system).
+/// Writes `contents` atomically (see [`crate::checkpoint::write_atomic`]).
 fn write_atomic(path: &Path, contents: &str) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    let result = fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(contents.as_bytes())?;
-            f.sync_all()
-        })
-        .and_then(|()| fs::rename(&tmp, path));
-    result.map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        io_error(path, source)
-    })
+    crate::checkpoint::replace_file(path, contents.as_bytes()).map_err(|e| io_error(path, e))
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> TokenizerError {

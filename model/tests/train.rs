@@ -106,6 +106,48 @@ fn same_seed_same_losses_bit_for_bit() {
     assert_eq!(run(), run());
 }
 
+/// The thread count does not change a single bit: every kernel splits its work so that each
+/// output is summed in the same order whatever the threads (each kernel's own test checks it);
+/// this checks the whole training step. The sizes are chosen so that the threaded paths run:
+/// the MLP's matmuls are above matmul's threading threshold, and with 1 × 2 heads on 3 threads
+/// the attention backward takes its split decomposition, on 1 thread the per-head one.
+#[test]
+fn one_thread_and_three_threads_train_the_same_bits() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (seq, batch) = (256, 1);
+            let tokens: Vec<u32> = (0..4000u32).map(|i| (i * i + i / 7) % 64).collect();
+            let data = TokenData::split(tokens, 0.1, seq).unwrap();
+            let mut model = Gpt::new(GptConfig::new(64, seq, 128, 2, 2), &mut Rng::new(3)).unwrap();
+            let mut cfg = config(3);
+            cfg.batch_size = batch;
+            cfg.seq_len = seq;
+            let mut trainer = Trainer::new(cfg);
+            let mut rng = Rng::new(4);
+            let losses: Vec<u64> = (0..3)
+                .map(|_| {
+                    let b = data.random_batch(&mut rng, batch, seq);
+                    let stats = trainer.step(&mut model, &[b], &mut rng).unwrap();
+                    stats.loss.to_bits()
+                })
+                .collect();
+            let weights: Vec<Vec<u32>> = model
+                .params()
+                .iter()
+                .map(|p| p.to_vec_f32().iter().map(|x| x.to_bits()).collect())
+                .collect();
+            (losses, weights)
+        })
+    };
+    let (one, three) = (run(1), run(3));
+    assert_eq!(one.0, three.0, "losses differ");
+    assert!(one.1 == three.1, "weights differ after 3 steps");
+}
+
 #[test]
 fn too_little_data_is_an_error() {
     assert!(TokenData::split(vec![1, 2, 3], 0.1, 8).is_err());

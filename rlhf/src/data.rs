@@ -210,11 +210,7 @@ impl<T: Serialize> JsonlWriter<T> {
 
     /// Appends one record as one line and flushes it.
     pub fn write(&mut self, record: &T) -> Result<(), DataError> {
-        let mut line = serde_json::to_string(record).map_err(|e| DataError::Encode {
-            path: self.path.clone(),
-            msg: e.to_string(),
-        })?;
-        line.push('\n');
+        let line = json_line(&self.path, record)?;
         self.file
             .write_all(line.as_bytes())
             .and_then(|_| self.file.flush())
@@ -225,6 +221,16 @@ impl<T: Serialize> JsonlWriter<T> {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// One record as one JSONL line, its newline included.
+fn json_line<T: Serialize>(path: &Path, record: &T) -> Result<String, DataError> {
+    let mut line = serde_json::to_string(record).map_err(|e| DataError::Encode {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    line.push('\n');
+    Ok(line)
 }
 
 fn ends_with_newline_or_is_empty(file: &mut File) -> std::io::Result<bool> {
@@ -243,11 +249,7 @@ pub fn write_jsonl<T: Serialize>(path: impl AsRef<Path>, records: &[T]) -> Resul
     let path = path.as_ref();
     let mut text = String::new();
     for r in records {
-        text += &serde_json::to_string(r).map_err(|e| DataError::Encode {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        text.push('\n');
+        text += &json_line(path, r)?;
     }
     model::checkpoint::replace_file(path, text.as_bytes()).map_err(io_err(path))
 }

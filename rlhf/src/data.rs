@@ -254,12 +254,6 @@ pub fn write_jsonl<T: Serialize>(path: impl AsRef<Path>, records: &[T]) -> Resul
     model::checkpoint::replace_file(path, text.as_bytes()).map_err(io_err(path))
 }
 
-/// Appends all `records` to `path` (see [`JsonlWriter`]).
-pub fn append_jsonl<T: Serialize>(path: impl AsRef<Path>, records: &[T]) -> Result<(), DataError> {
-    let mut w = JsonlWriter::append(path)?;
-    records.iter().try_for_each(|r| w.write(r))
-}
-
 /// One line of a preference file: a K-way ranking, or a chosen/rejected pair.
 #[derive(Deserialize)]
 #[serde(untagged)]

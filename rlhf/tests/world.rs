@@ -510,7 +510,7 @@ fn jsonl_round_trips_and_appends() {
     let w = World::new(0);
     let demos = w.demonstrations(Split::Train);
     let path = temp_path("demos.jsonl");
-    data::append_jsonl(&path, &demos[..10]).unwrap();
+    data::write_jsonl(&path, &demos[..10]).unwrap();
     let mut writer = JsonlWriter::append(&path).unwrap();
     for d in &demos[10..20] {
         writer.write(d).unwrap();
@@ -522,7 +522,10 @@ fn jsonl_round_trips_and_appends() {
     // A last line without its newline (a hand edit) is not run into by the next record.
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.trim_end()).unwrap();
-    data::append_jsonl(&path, &demos[20..21]).unwrap();
+    JsonlWriter::append(&path)
+        .unwrap()
+        .write(&demos[20])
+        .unwrap();
     let back: Vec<Demonstration> = data::read_jsonl(&path).unwrap();
     assert_eq!(
         back,
@@ -541,7 +544,7 @@ fn jsonl_round_trips_and_appends() {
         ties: vec![],
     };
     let rpath = temp_path("rankings.jsonl");
-    data::append_jsonl(&rpath, std::slice::from_ref(&ranking)).unwrap();
+    data::write_jsonl(&rpath, std::slice::from_ref(&ranking)).unwrap();
     assert_eq!(data::read_rankings(&rpath).unwrap(), vec![ranking.clone()]);
     let pairs = ranking.pairs();
     assert_eq!(pairs.len(), 3);
@@ -554,7 +557,7 @@ fn jsonl_round_trips_and_appends() {
         }
     );
     let ppath = temp_path("pairs.jsonl");
-    data::append_jsonl(&ppath, &pairs).unwrap();
+    data::write_jsonl(&ppath, &pairs).unwrap();
     assert_eq!(data::read_jsonl::<Pair>(&ppath).unwrap(), pairs);
 }
 

@@ -1,6 +1,6 @@
-//! `ferrochat chat` and `ferrochat label` as the built binary, driven through piped stdin, on a
-//! tiny checkpoint pretrained here for a few steps (its answers are noise; the commands'
-//! behaviour is what is tested).
+//! `ferrochat chat`, `label` and `judge` as the built binary (chat and label driven through
+//! piped stdin), on a tiny checkpoint pretrained here for a few steps (its answers are noise;
+//! the commands' behaviour is what is tested) and, for `judge`, the demo's pretrained model.
 
 mod common;
 
@@ -283,4 +283,78 @@ fn bad_arguments_are_one_error_line() {
         "",
     ));
     assert!(e.contains("no_such_model"), "{e}");
+}
+
+/// The demo's pretrained model, committed (it answers most held-out prompts correctly).
+fn demo_pretrained() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("rlhf/tests/fixtures/demo_pretrained")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The value after `label` in `judge`'s head-to-head lines, e.g. `52.6%` or `+0.044`.
+fn judged(out: &str, label: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{out}"));
+    let value = line.trim_start()[label.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap();
+    value.trim_end_matches('%').parse().unwrap()
+}
+
+#[test]
+fn judge_pits_two_models_against_each_other() {
+    let (noise, demo) = (model(), demo_pretrained());
+    let few = ["--prompts", "24", "--samples", "2"];
+    let head_to_head = |a: &str, b: &str| {
+        let mut args = vec!["judge", "--model", a, "--against", b];
+        args.extend(few);
+        ok(&run(&args, ""))
+    };
+    // A model that answers most prompts right beats one that answers noise.
+    let out = head_to_head(&demo, noise);
+    assert!(
+        out.contains("48 answers (24 held-out prompts × 2)"),
+        "{out}"
+    );
+    assert!(judged(&out, "win rate") > 60.0, "{out}");
+    assert!(judged(&out, "labeler score") > 0.2, "{out}");
+    assert!(judged(&out, "the ideal answers win") > 75.0, "{out}");
+    // Against itself, with the same seeds, every answer is the same: each pair ties.
+    let out = head_to_head(noise, noise);
+    assert!(
+        out.contains("win rate        50.0% (95% interval 50.0–50.0%)"),
+        "{out}"
+    );
+    assert!(out.contains("labeler score   +0.000"), "{out}");
+    // Without --against, only the model's own table.
+    let mut args = vec!["judge", "--model", noise];
+    args.extend(few);
+    let out = ok(&run(&args, ""));
+    assert!(out.contains("48 answers to held-out prompts"), "{out}");
+    assert!(!out.contains("win rate"), "{out}");
+}
+
+#[test]
+fn judge_refuses_bad_arguments_before_answering() {
+    let m = model();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no_such_model");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        vec!["judge", "--model", m, "--against", missing],
+        vec!["judge", "--model", missing, "--against", m],
+    ] {
+        let o = run(&args, "");
+        let e = one_error_line(&o);
+        assert!(e.contains("no_such_model"), "{e}");
+        assert!(o.stdout.is_empty(), "answered before failing");
+    }
+    let e = one_error_line(&run(&["judge", "--model", m, "--temperature=-1"], ""));
+    assert!(e.contains("--temperature"), "{e}");
 }

@@ -27,11 +27,13 @@ use model::train::{TokenData, TrainConfig};
 use model::{checkpoint, Gpt, Result};
 use serde::Serialize;
 
-use crate::chat::Answer;
 use crate::data::{write_jsonl, Demonstration, Ranking};
 use crate::dpo::{pairs_of, train_dpo, DpoConfig};
 use crate::labeler::Labeler;
-use crate::policy::{evaluate_policy, sample_answers, score_gain, win_rate, Estimate, PolicyEval};
+use crate::policy::{
+    eval_seeds, evaluate_policy, ideal_answers, repeated, sample_answers, score_gain, win_rate,
+    Estimate, PolicyEval,
+};
 use crate::ppo::{
     response_logprobs, KlController, PpoConfig, PpoStats, PpoTrainer, PtxBatch, Rollout, ValueModel,
 };
@@ -609,10 +611,8 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     };
 
     on(Event::Stage("evaluate"));
-    // Each held-out prompt `eval_samples` times: every stage answers each copy afresh.
-    let eval_records: Vec<PromptRecord> = (0..config.eval_samples.max(1))
-        .flat_map(|_| heldout.iter().cloned())
-        .collect();
+    let eval_records = repeated(&heldout, config.eval_samples);
+    let (sampling_seed, judging_seed) = eval_seeds(config.seed);
     let mut stages = Vec::new();
     let mut answers = Vec::new();
     let policies = [
@@ -628,7 +628,7 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
             &eval_records,
             config.eval_temperature,
             config.max_new_tokens,
-            config.seed ^ 77,
+            sampling_seed,
         )?;
         on(Event::Note(format!(
             "{name:>10}: labeler score {:.3}, correct {:.1}%, rude {:.1}%, ended {:.1}%",
@@ -662,14 +662,15 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         .collect::<Vec<_>>();
     let sft_answers = answers_of("sft").expect("SFT always runs");
     let ppo_answers = answers_of("ppo").expect("PPO always runs");
-    let ppo_win_rate_vs_sft = win_rate(&eval_records, ppo_answers, sft_answers, config.seed ^ 99);
+    let ppo_win_rate_vs_sft = win_rate(&eval_records, ppo_answers, sft_answers, judging_seed);
     let dpo_win_rate_vs_sft =
-        answers_of("dpo").map(|dpo| win_rate(&eval_records, dpo, sft_answers, config.seed ^ 99));
-    let ideal: Vec<Answer> = eval_records
-        .iter()
-        .map(|r| Answer::ended(r.ideal.clone()))
-        .collect();
-    let ideal_win_rate_vs_sft = win_rate(&eval_records, &ideal, sft_answers, config.seed ^ 99);
+        answers_of("dpo").map(|dpo| win_rate(&eval_records, dpo, sft_answers, judging_seed));
+    let ideal_win_rate_vs_sft = win_rate(
+        &eval_records,
+        &ideal_answers(&eval_records),
+        sft_answers,
+        judging_seed,
+    );
     for g in &score_gains {
         on(Event::Note(format!(
             "{:>10}: labeler score {:+.3} over {} (95% interval {})",

@@ -107,6 +107,32 @@ pub struct KindEval {
     pub correct: f64,
 }
 
+/// The records of a held-out evaluation: every record `samples` times over (at least once).
+/// Each copy is answered afresh, so the answers to one prompt come from different random
+/// numbers; [`Estimate::over_prompts`] averages them before it counts prompts.
+pub fn repeated(records: &[PromptRecord], samples: usize) -> Vec<PromptRecord> {
+    (0..samples.max(1))
+        .flat_map(|_| records.iter().cloned())
+        .collect()
+}
+
+/// The world's ideal answer to each record, properly ended: what the best possible policy
+/// would say (its win rate against a policy is the most any policy can expect).
+pub fn ideal_answers(records: &[PromptRecord]) -> Vec<Answer> {
+    records
+        .iter()
+        .map(|r| Answer::ended(r.ideal.clone()))
+        .collect()
+}
+
+/// The seeds of a run's held-out evaluation, from the run's seed: `(sampling, judging)`. Every
+/// stage answers with the same sampling seed, and every head-to-head is judged with the same
+/// labeler seed. `ferrochat judge` derives its seeds the same way, so given a run's seed and
+/// evaluation settings it reproduces the numbers of that run's report from its checkpoints.
+pub fn eval_seeds(run_seed: u64) -> (u64, u64) {
+    (run_seed ^ 77, run_seed ^ 99)
+}
+
 /// One answer per prompt (temperature `temperature`; 0 = greedy), judged by the rubric.
 /// Returns the summary and the answers (for win rates).
 pub fn evaluate_policy(

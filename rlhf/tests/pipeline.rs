@@ -3,7 +3,11 @@
 //! and its win rate do not hold reliably this small; rlhf/tests/ppo_beats_sft.rs asserts them
 //! at the demo's size.
 
+use model::checkpoint;
+use model::tokenizer::Tokenizer;
 use rlhf::pipeline::{run, Event, PipelineConfig, PpoReward};
+use rlhf::policy::{eval_seeds, evaluate_policy, repeated, score_gain, win_rate};
+use rlhf::world::{Split, World};
 
 #[test]
 fn the_tiny_pipeline_runs_every_stage() {
@@ -94,6 +98,45 @@ fn the_tiny_pipeline_runs_every_stage() {
             "{name}: {paired} vs {of_means}"
         );
     }
+    // The checkpoints on disk reproduce the report's head-to-head exactly (what `ferrochat
+    // judge --against` computes from them): the weights saved are the weights evaluated, and
+    // the evaluation depends only on them, the settings and the run's seed.
+    let c = PipelineConfig::tiny();
+    let world = World::new(c.world_seed);
+    let records = repeated(
+        &world.prompts(Split::Heldout)[..c.eval_prompts],
+        c.eval_samples,
+    );
+    let (sampling_seed, judging_seed) = eval_seeds(c.seed);
+    let answers_of = |stage: &str| {
+        let dir = out.join(stage);
+        let (m, tok) = (
+            checkpoint::load(&dir).unwrap(),
+            Tokenizer::load(&dir).unwrap(),
+        );
+        let temperature = c.eval_temperature;
+        evaluate_policy(
+            &m,
+            &tok,
+            &records,
+            temperature,
+            c.max_new_tokens,
+            sampling_seed,
+        )
+        .unwrap()
+        .1
+    };
+    let (ppo_answers, sft_answers) = (answers_of("ppo"), answers_of("sft"));
+    assert_eq!(
+        win_rate(&records, &ppo_answers, &sft_answers, judging_seed),
+        s.ppo_win_rate_vs_sft
+    );
+    let ppo_gain = s.score_gains.iter().find(|g| g.stage == "ppo").unwrap();
+    assert_eq!(
+        score_gain(&records, &ppo_answers, &sft_answers),
+        ppo_gain.gain
+    );
+
     // The reward model learned something from the rankings (chance is 50%).
     assert!(
         s.rm_heldout_accuracy > 0.5,

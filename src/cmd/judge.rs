@@ -1,9 +1,17 @@
-//! `ferrochat judge`: how a model answers held-out prompts, by the simulated labeler's rubric.
+//! `ferrochat judge`: how a model answers held-out prompts, by the simulated labeler's rubric,
+//! and, with `--against`, how often its answers beat another model's in head-to-heads. The
+//! defaults are the `demo` pipeline's evaluation settings and seeds, so
+//! `judge --model RUN/ppo --against RUN/sft` reproduces the numbers of RUN's report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
-use rlhf::policy::evaluate_policy;
+use anyhow::{anyhow, bail, Result};
+use model::tokenizer::Tokenizer;
+use model::Gpt;
+use rlhf::pipeline::PipelineConfig;
+use rlhf::policy::{
+    eval_seeds, evaluate_policy, ideal_answers, repeated, score_gain, win_rate, PolicyEval,
+};
 use rlhf::world::{Split, World};
 
 use crate::cmd::sample::load_model_and_tokenizer;
@@ -12,34 +20,61 @@ use crate::cmd::sample::load_model_and_tokenizer;
 pub struct Args {
     #[arg(long)]
     pub model: PathBuf,
+    /// Judge MODEL's answers against this model's, prompt by prompt: MODEL's win rate and its
+    /// labeler score difference, each with a 95% interval (e.g. RUN/ppo against RUN/sft).
+    #[arg(long)]
+    pub against: Option<PathBuf>,
     /// The task world's seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = PipelineConfig::demo().world_seed)]
     pub world_seed: u64,
     /// How many held-out prompts (0 = all).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = PipelineConfig::demo().eval_prompts)]
     pub prompts: usize,
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = PipelineConfig::demo().eval_temperature)]
     pub temperature: f64,
-    #[arg(long, default_value_t = 0)]
+    /// The run's seed (`pipeline --seed`): the sampling and judging seeds derive from it as in
+    /// the pipeline's evaluation.
+    #[arg(long, default_value_t = PipelineConfig::demo().seed)]
     pub seed: u64,
     /// Answers to each prompt (more answers, a tighter estimate).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = PipelineConfig::demo().eval_samples)]
     pub samples: usize,
+    /// The longest answer, in tokens.
+    #[arg(long, default_value_t = PipelineConfig::demo().max_new_tokens)]
+    pub max_new_tokens: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (model, tok) = load_model_and_tokenizer(&args.model)?;
-    let world = World::new(args.world_seed);
-    let mut records = world.prompts(Split::Heldout).to_vec();
-    if args.prompts > 0 {
-        records.truncate(args.prompts);
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        bail!("--temperature {} must be finite and >= 0", args.temperature);
     }
-    let records: Vec<_> = (0..args.samples.max(1))
-        .flat_map(|_| records.iter().cloned())
-        .collect();
-    let (e, answers) = evaluate_policy(&model, &tok, &records, args.temperature, 64, args.seed)
-        .map_err(|e| anyhow!("{e}"))?;
+    let world = World::new(args.world_seed);
+    let mut heldout = world.prompts(Split::Heldout).to_vec();
+    if args.prompts > 0 {
+        heldout.truncate(args.prompts);
+    }
+    let records = repeated(&heldout, args.samples);
+    let (sampling_seed, judging_seed) = eval_seeds(args.seed);
+    // Both models load before either answers: a bad --against path fails at once.
+    let model = load_model_and_tokenizer(&args.model)?;
+    let against = match &args.against {
+        Some(dir) => Some((dir, load_model_and_tokenizer(dir)?)),
+        None => None,
+    };
+    let answer = |dir: &Path, (model, tok): &(Gpt, Tokenizer)| {
+        evaluate_policy(
+            model,
+            tok,
+            &records,
+            args.temperature,
+            args.max_new_tokens,
+            sampling_seed,
+        )
+        .map_err(|e| anyhow!("{}: {e}", dir.display()))
+    };
+
+    let (e, answers) = answer(&args.model, &model)?;
     for (r, a) in records.iter().zip(&answers).take(5) {
         println!(
             "{:?} -> {:?}{}",
@@ -48,8 +83,47 @@ pub fn run(args: Args) -> Result<()> {
             if a.ended { "" } else { " (no end)" }
         );
     }
+    print_eval(&args.model, &e);
+    let Some((against, against_model)) = against else {
+        return Ok(());
+    };
+    let (e_against, against_answers) = answer(against, &against_model)?;
+    print_eval(against, &e_against);
+
     println!(
-        "{} answers to held-out prompts: score {:.3}  correct {:.1}%  format {:.1}%  rude {:.1}%  ended {:.1}%  {:.0} chars",
+        "{} against {}, {} answers ({} held-out prompts × {}):",
+        args.model.display(),
+        against.display(),
+        records.len(),
+        heldout.len(),
+        args.samples.max(1)
+    );
+    let win = win_rate(&records, &answers, &against_answers, judging_seed);
+    let gain = score_gain(&records, &answers, &against_answers);
+    println!("  win rate        {}", win.percent());
+    println!(
+        "  labeler score   {:+.3} (95% interval {})",
+        gain.mean,
+        gain.signed_interval()
+    );
+    println!(
+        "  the ideal answers win {} against {}: the most any model can expect",
+        win_rate(
+            &records,
+            &ideal_answers(&records),
+            &against_answers,
+            judging_seed
+        )
+        .percent(),
+        against.display()
+    );
+    Ok(())
+}
+
+fn print_eval(dir: &Path, e: &PolicyEval) {
+    println!(
+        "{}: {} answers to held-out prompts: score {:.3}  correct {:.1}%  format {:.1}%  rude {:.1}%  ended {:.1}%  {:.0} chars",
+        dir.display(),
         e.answers,
         e.mean_score,
         100.0 * e.correct,
@@ -67,5 +141,4 @@ pub fn run(args: Args) -> Result<()> {
             100.0 * k.correct
         );
     }
-    Ok(())
 }

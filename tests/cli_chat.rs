@@ -294,17 +294,20 @@ fn demo_pretrained() -> String {
         .to_string()
 }
 
-/// The value after `label` in `judge`'s head-to-head lines, e.g. `52.6%` or `+0.044`.
-fn judged(out: &str, label: &str) -> f64 {
-    let line = out
+/// The numbers after `label` in `judge`'s head-to-head lines (after its answers), in order (`%` and `+` dropped):
+/// e.g. the model's win rate and then the ideal answers' for `"win rate"`.
+fn judged(out: &str, label: &str) -> Vec<f64> {
+    let values: Vec<f64> = out
         .lines()
-        .find(|l| l.trim_start().starts_with(label))
-        .unwrap_or_else(|| panic!("no {label:?} line in:\n{out}"));
-    let value = line.trim_start()[label.len()..]
-        .split_whitespace()
-        .next()
-        .unwrap();
-    value.trim_end_matches('%').parse().unwrap()
+        .skip_while(|l| !l.contains("held-out prompts ×"))
+        .filter_map(|l| l.split_once(label))
+        .map(|(_, rest)| {
+            let value = rest.split_whitespace().next().unwrap();
+            value.trim_end_matches([',', '%', ')']).parse().unwrap()
+        })
+        .collect();
+    assert!(!values.is_empty(), "no {label:?} in:\n{out}");
+    values
 }
 
 #[test]
@@ -316,22 +319,38 @@ fn judge_pits_two_models_against_each_other() {
         args.extend(few);
         ok(&run(&args, ""))
     };
-    // A model that answers most prompts right beats one that answers noise.
+    // A model that answers most prompts right beats one that answers noise, and the ideal
+    // answers beat it more often still.
     let out = head_to_head(&demo, noise);
     assert!(
         out.contains("48 answers (24 held-out prompts × 2)"),
         "{out}"
     );
-    assert!(judged(&out, "win rate") > 60.0, "{out}");
-    assert!(judged(&out, "labeler score") > 0.2, "{out}");
-    assert!(judged(&out, "the ideal answers win") > 75.0, "{out}");
+    let win = judged(&out, "win rate ");
+    assert!(win[0] > 60.0 && win[1] > win[0], "{out}");
+    assert!(judged(&out, "labeler score")[0] > 0.2, "{out}");
+    // The rubric's better/tied/worse add up, and a noiseless labeler counts only them:
+    // better + tied / 2.
+    let noiseless = judged(&out, "noiseless labeler's win rate:");
+    for ((better, tied), (worse, noiseless)) in judged(&out, "better")
+        .into_iter()
+        .zip(judged(&out, "tied"))
+        .zip(judged(&out, "worse").into_iter().zip(noiseless))
+    {
+        assert!((better + tied + worse - 100.0).abs() < 0.15, "{out}");
+        assert!((better + tied / 2.0 - noiseless).abs() < 0.15, "{out}");
+    }
     // Against itself, with the same seeds, every answer is the same: each pair ties.
     let out = head_to_head(noise, noise);
     assert!(
-        out.contains("win rate        50.0% (95% interval 50.0–50.0%)"),
+        out.contains("the model       win rate 50.0% (95% interval 50.0–50.0%)"),
         "{out}"
     );
-    assert!(out.contains("labeler score   +0.000"), "{out}");
+    assert!(
+        out.contains("better 0.0%, tied 100.0%, worse 0.0%"),
+        "{out}"
+    );
+    assert!(out.contains("labeler score +0.000"), "{out}");
     // Without --against, only the model's own table.
     let mut args = vec!["judge", "--model", noise];
     args.extend(few);

@@ -31,8 +31,8 @@ use crate::data::{write_jsonl, Demonstration, Ranking};
 use crate::dpo::{pairs_of, train_dpo, DpoConfig};
 use crate::labeler::Labeler;
 use crate::policy::{
-    eval_seeds, evaluate_policy, ideal_answers, repeated, sample_answers, score_gain, win_rate,
-    Estimate, PolicyEval,
+    compare, eval_seeds, evaluate_policy, ideal_answers, repeated, sample_answers, score_gain,
+    win_rate, Comparison, Estimate, PolicyEval,
 };
 use crate::ppo::{
     response_logprobs, KlController, PpoConfig, PpoStats, PpoTrainer, PtxBatch, Rollout, ValueModel,
@@ -312,6 +312,12 @@ pub struct Summary {
     /// agreement between two labelers, see `labeler`). So a 60% win rate needs SFT's answers
     /// to fall short of ideal in at least ~30% of cases.
     pub ideal_win_rate_vs_sft: Estimate,
+    /// The same three head-to-heads by the rubric alone: how often PPO's (DPO's, the ideal)
+    /// answer scores higher than SFT's, the same, or lower. What the noisy labeler's win
+    /// rates are made of ([`Comparison`]).
+    pub ppo_vs_sft_by_rubric: Comparison,
+    pub dpo_vs_sft_by_rubric: Option<Comparison>,
+    pub ideal_vs_sft_by_rubric: Comparison,
     /// KL(PPO ‖ SFT) per answer at the end of PPO (the last iteration's estimate).
     pub ppo_final_kl: f64,
     /// The KL coefficient β PPO started with.
@@ -665,12 +671,12 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
     let ppo_win_rate_vs_sft = win_rate(&eval_records, ppo_answers, sft_answers, judging_seed);
     let dpo_win_rate_vs_sft =
         answers_of("dpo").map(|dpo| win_rate(&eval_records, dpo, sft_answers, judging_seed));
-    let ideal_win_rate_vs_sft = win_rate(
-        &eval_records,
-        &ideal_answers(&eval_records),
-        sft_answers,
-        judging_seed,
-    );
+    let ideal = ideal_answers(&eval_records);
+    let ideal_win_rate_vs_sft = win_rate(&eval_records, &ideal, sft_answers, judging_seed);
+    let ppo_vs_sft_by_rubric = compare(&eval_records, ppo_answers, sft_answers);
+    let dpo_vs_sft_by_rubric =
+        answers_of("dpo").map(|dpo| compare(&eval_records, dpo, sft_answers));
+    let ideal_vs_sft_by_rubric = compare(&eval_records, &ideal, sft_answers);
     for g in &score_gains {
         on(Event::Note(format!(
             "{:>10}: labeler score {:+.3} over {} (95% interval {})",
@@ -681,8 +687,9 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         )));
     }
     on(Event::Note(format!(
-        "PPO wins {} against SFT; the ideal answers win {:.1}%",
+        "PPO wins {} against SFT (by the rubric: {}); the ideal answers win {:.1}%",
         ppo_win_rate_vs_sft.percent(),
+        ppo_vs_sft_by_rubric.percent(),
         100.0 * ideal_win_rate_vs_sft.mean
     )));
     let summary = Summary {
@@ -700,6 +707,9 @@ pub fn run(config: &PipelineConfig, out: &Path, mut on: impl FnMut(Event)) -> Re
         ppo_win_rate_vs_sft,
         dpo_win_rate_vs_sft,
         ideal_win_rate_vs_sft,
+        ppo_vs_sft_by_rubric,
+        dpo_vs_sft_by_rubric,
+        ideal_vs_sft_by_rubric,
         ppo_final_kl,
         ppo_beta: config.ppo.kl.beta,
         ppo_ptx_coef: config.ppo.ptx_coef,
@@ -1245,6 +1255,48 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
             "95% interval (prompts as the unit)",
         ],
         &gain_rows,
+    );
+    // What the win rates are made of: the rubric's verdict on each pair, then the noise.
+    let head_to_heads = [
+        (
+            "ppo",
+            Some((&s.ppo_win_rate_vs_sft, &s.ppo_vs_sft_by_rubric)),
+        ),
+        (
+            "dpo",
+            s.dpo_win_rate_vs_sft
+                .as_ref()
+                .zip(s.dpo_vs_sft_by_rubric.as_ref()),
+        ),
+        (
+            "the ideal answers",
+            Some((&s.ideal_win_rate_vs_sft, &s.ideal_vs_sft_by_rubric)),
+        ),
+    ];
+    let win_rows: Vec<Vec<String>> = head_to_heads
+        .iter()
+        .filter_map(|&(name, h)| {
+            let (win, by_rubric) = h?;
+            Some(vec![
+                name.to_string(),
+                win.percent(),
+                pct(by_rubric.better),
+                pct(by_rubric.tied),
+                pct(by_rubric.worse),
+                pct(by_rubric.noiseless_win_rate()),
+            ])
+        })
+        .collect();
+    r.table(
+        &[
+            "against SFT",
+            "win rate, noisy labeler",
+            "better by the rubric",
+            "tied",
+            "worse",
+            "win rate, noiseless labeler",
+        ],
+        &win_rows,
     );
     r.image("held-out labeler score by stage", PLOTS[5])
         .image("rude and ended answers", PLOTS[6]);

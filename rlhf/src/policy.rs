@@ -300,6 +300,60 @@ pub fn win_rate(records: &[PromptRecord], a: &[Answer], b: &[Answer], seed: u64)
     Estimate::over_prompts(&records[..outcomes.len()], &outcomes)
 }
 
+/// How answers `a` compare with answers `b` (same prompts, same order) by the rubric alone,
+/// before any labeler noise: the fractions of pairs in which `a` scores higher, the same, and
+/// lower. The noisy labeler of [`win_rate`] picks the higher-scored answer of a pair with
+/// probability 1 − q (q ≈ 0.16 at 73% agreement between two labelers), so its win rate is
+/// about `better · (1 − q) + worse · q + tied / 2 = 0.5 + (1 − 2q)/2 · (better − worse)`: the
+/// noise pulls every win rate toward 50%.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Comparison {
+    pub better: f64,
+    pub tied: f64,
+    pub worse: f64,
+}
+
+impl Comparison {
+    /// The win rate a noiseless labeler would give (a tie counts half).
+    pub fn noiseless_win_rate(&self) -> f64 {
+        self.better + 0.5 * self.tied
+    }
+
+    /// As text: `better 21.4%, tied 64.8%, worse 13.8%`.
+    pub fn percent(&self) -> String {
+        format!(
+            "better {:.1}%, tied {:.1}%, worse {:.1}%",
+            100.0 * self.better,
+            100.0 * self.tied,
+            100.0 * self.worse
+        )
+    }
+}
+
+/// [`Comparison`] of answers `a` with answers `b` on the same prompts, by the rubric.
+pub fn compare(records: &[PromptRecord], a: &[Answer], b: &[Answer]) -> Comparison {
+    let (mut better, mut tied, mut worse) = (0usize, 0usize, 0usize);
+    for ((r, x), y) in records.iter().zip(a).zip(b) {
+        let (sx, sy) = (
+            judge(r, &x.text, x.ended).total,
+            judge(r, &y.text, y.ended).total,
+        );
+        if sx == sy {
+            tied += 1;
+        } else if sx > sy {
+            better += 1;
+        } else {
+            worse += 1;
+        }
+    }
+    let n = (better + tied + worse).max(1) as f64;
+    Comparison {
+        better: better as f64 / n,
+        tied: tied as f64 / n,
+        worse: worse as f64 / n,
+    }
+}
+
 /// How much higher answers `a` score than answers `b` on the same prompts (same order), by the
 /// rubric: the mean paired difference with its 95% interval over prompts.
 pub fn score_gain(records: &[PromptRecord], a: &[Answer], b: &[Answer]) -> Estimate {

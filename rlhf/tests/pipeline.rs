@@ -6,7 +6,7 @@
 use model::checkpoint;
 use model::tokenizer::Tokenizer;
 use rlhf::pipeline::{run, Event, PipelineConfig, PpoReward};
-use rlhf::policy::{eval_seeds, evaluate_policy, repeated, score_gain, win_rate};
+use rlhf::policy::{compare, eval_seeds, evaluate_policy, repeated, score_gain, win_rate};
 use rlhf::world::{Split, World};
 
 #[test]
@@ -86,6 +86,16 @@ fn the_tiny_pipeline_runs_every_stage() {
     {
         assert!(e.low < e.mean && e.mean < e.high, "{e:?}");
     }
+    // What each win rate is made of: the rubric's better, tied and worse add up to every pair;
+    // the ideal answers are never worse than SFT's.
+    for c in [
+        s.ppo_vs_sft_by_rubric,
+        s.dpo_vs_sft_by_rubric.unwrap(),
+        s.ideal_vs_sft_by_rubric,
+    ] {
+        assert!((c.better + c.tied + c.worse - 1.0).abs() < 1e-12, "{c:?}");
+    }
+    assert_eq!(s.ideal_vs_sft_by_rubric.worse, 0.0);
     let gain = |name: &str| {
         let g = s.score_gains.iter().find(|g| g.stage == name).unwrap();
         let base = stage(&g.baseline).mean_score;
@@ -130,6 +140,10 @@ fn the_tiny_pipeline_runs_every_stage() {
     assert_eq!(
         win_rate(&records, &ppo_answers, &sft_answers, judging_seed),
         s.ppo_win_rate_vs_sft
+    );
+    assert_eq!(
+        compare(&records, &ppo_answers, &sft_answers),
+        s.ppo_vs_sft_by_rubric
     );
     let ppo_gain = s.score_gains.iter().find(|g| g.stage == "ppo").unwrap();
     assert_eq!(

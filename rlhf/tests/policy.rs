@@ -1,8 +1,8 @@
 //! The held-out statistics of `rlhf::policy`: means over prompts with 95% intervals, win rates
-//! judged by the noisy labeler, paired score differences.
+//! judged by the noisy labeler and by the rubric alone, paired score differences.
 
 use rlhf::chat::Answer;
-use rlhf::policy::{score_gain, win_rate, Estimate};
+use rlhf::policy::{compare, repeated, score_gain, win_rate, Estimate};
 use rlhf::world::{PromptRecord, Split, World};
 
 fn heldout() -> Vec<PromptRecord> {
@@ -93,4 +93,42 @@ fn a_score_gain_is_the_paired_difference_of_rubric_scores() {
     );
     let back = score_gain(&records, &unended, &ideal);
     assert!((back.mean + g.mean).abs() < 1e-12);
+}
+
+#[test]
+fn the_rubric_counts_better_tied_and_worse_and_the_noise_pulls_the_win_rate_to_half() {
+    let records = repeated(&heldout(), 20);
+    let n = records.len();
+    // A third of the pairs ideal against wrong, a third wrong against ideal, a third equal.
+    let ideal = |r: &PromptRecord| Answer::ended(&*r.ideal);
+    let wrong = || Answer::ended("I do not know.");
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let (x, y) = match i % 3 {
+            0 => (ideal(r), wrong()),
+            1 => (wrong(), ideal(r)),
+            _ => (ideal(r), ideal(r)),
+        };
+        a.push(x);
+        b.push(y);
+    }
+    let c = compare(&records, &a, &b);
+    let third = |k: usize| (0..n).filter(|i| i % 3 == k).count() as f64 / n as f64;
+    assert_eq!((c.better, c.worse, c.tied), (third(0), third(1), third(2)));
+    assert_eq!(c.noiseless_win_rate(), third(0) + third(2) / 2.0);
+    // Skew it: the second third ties too (better 1/3, tied 2/3). A labeler right on about 84%
+    // of pairs it can tell apart gives 0.5 + 0.34 · (better − worse) ≈ 0.613, below the
+    // noiseless 0.667.
+    for (i, r) in records.iter().enumerate() {
+        if i % 3 == 1 {
+            a[i] = ideal(r);
+        }
+    }
+    let c = compare(&records, &a, &b);
+    assert_eq!((c.better, c.worse), (third(0), 0.0));
+    let w = win_rate(&records, &a, &b, 3);
+    let expected = 0.5 + 0.339 * c.better;
+    assert!((w.mean - expected).abs() < 0.02, "{w:?} against {expected}");
+    assert!(w.mean < c.noiseless_win_rate() - 0.03, "{w:?} {c:?}");
 }

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use model::tokenizer::Tokenizer;
 use model::Gpt;
+use rlhf::chat::Answer;
 use rlhf::pipeline::PipelineConfig;
 use rlhf::policy::{
-    eval_seeds, evaluate_policy, ideal_answers, repeated, score_gain, win_rate, PolicyEval,
+    compare, eval_seeds, evaluate_policy, ideal_answers, repeated, score_gain, win_rate, PolicyEval,
 };
 use rlhf::world::{Split, World};
 
@@ -98,25 +99,28 @@ pub fn run(args: Args) -> Result<()> {
         heldout.len(),
         args.samples.max(1)
     );
-    let win = win_rate(&records, &answers, &against_answers, judging_seed);
+    // Each head-to-head: the noisy labeler's win rate, then what it is made of.
+    let head_to_head = |name: &str, answers: &[Answer]| {
+        let win = win_rate(&records, answers, &against_answers, judging_seed);
+        let by_rubric = compare(&records, answers, &against_answers);
+        println!("  {name:<15} win rate {}", win.percent());
+        println!(
+            "  {:<15} by the rubric {} (a noiseless labeler's win rate: {:.1}%)",
+            "",
+            by_rubric.percent(),
+            100.0 * by_rubric.noiseless_win_rate()
+        );
+    };
+    head_to_head("the model", &answers);
     let gain = score_gain(&records, &answers, &against_answers);
-    println!("  win rate        {}", win.percent());
     println!(
-        "  labeler score   {:+.3} (95% interval {})",
+        "  {:<15} labeler score {:+.3} (95% interval {})",
+        "",
         gain.mean,
         gain.signed_interval()
     );
-    println!(
-        "  the ideal answers win {} against {}: the most any model can expect",
-        win_rate(
-            &records,
-            &ideal_answers(&records),
-            &against_answers,
-            judging_seed
-        )
-        .percent(),
-        against.display()
-    );
+    // No model can expect more than the ideal answers win.
+    head_to_head("ideal answers", &ideal_answers(&records));
     Ok(())
 }
 

@@ -319,7 +319,7 @@ impl Comparison {
         self.better + 0.5 * self.tied
     }
 
-    /// As text: `better 21.4%, tied 64.8%, worse 13.8%`.
+    /// As text: `better 15.1%, tied 78.3%, worse 6.6%`.
     pub fn percent(&self) -> String {
         format!(
             "better {:.1}%, tied {:.1}%, worse {:.1}%",

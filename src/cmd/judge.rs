@@ -22,7 +22,8 @@ pub struct Args {
     #[arg(long)]
     pub model: PathBuf,
     /// Judge MODEL's answers against this model's, prompt by prompt: MODEL's win rate and its
-    /// labeler score difference, each with a 95% interval (e.g. RUN/ppo against RUN/sft).
+    /// labeler score difference, each with a 95% interval, and how often the rubric alone
+    /// finds its answer better, tied or worse (e.g. RUN/ppo against RUN/sft).
     #[arg(long)]
     pub against: Option<PathBuf>,
     /// The task world's seed.

@@ -294,8 +294,9 @@ fn demo_pretrained() -> String {
         .to_string()
 }
 
-/// The numbers after `label` in `judge`'s head-to-head lines (after its answers), in order (`%` and `+` dropped):
-/// e.g. the model's win rate and then the ideal answers' for `"win rate"`.
+/// The numbers after `label` in `judge`'s head-to-head lines (below its answers), in order,
+/// without a trailing `,`, `%` or `)`: e.g. the model's win rate and then the ideal answers'
+/// for `"win rate "`.
 fn judged(out: &str, label: &str) -> Vec<f64> {
     let values: Vec<f64> = out
         .lines()

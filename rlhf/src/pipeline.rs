@@ -1040,6 +1040,31 @@ pub const PLOTS: [&str; 9] = [
     "plots/ppo_beta0.png",
 ];
 
+/// The run's head-to-heads against SFT, as the report's chart and table show them: PPO, DPO
+/// (when the run has it) and the ideal answers, each with its noisy labeler's win rate and the
+/// rubric's comparison.
+fn head_to_heads_vs_sft(s: &Summary) -> Vec<(&'static str, &Estimate, &Comparison)> {
+    [
+        (
+            "ppo",
+            Some((&s.ppo_win_rate_vs_sft, &s.ppo_vs_sft_by_rubric)),
+        ),
+        (
+            "dpo",
+            s.dpo_win_rate_vs_sft
+                .as_ref()
+                .zip(s.dpo_vs_sft_by_rubric.as_ref()),
+        ),
+        (
+            "ideal answers",
+            Some((&s.ideal_win_rate_vs_sft, &s.ideal_vs_sft_by_rubric)),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(label, h)| h.map(|(win, by_rubric)| (label, win, by_rubric)))
+    .collect()
+}
+
 /// Draws the run's charts into `out/plots/` and writes `out/report.md`: the numbers of
 /// [`Summary`] in tables, with the charts, and what each stage shows.
 pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
@@ -1155,20 +1180,16 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         &rude_ended,
     )
     .map_err(err)?;
-    let win_bars: Vec<IntervalBar> = [
-        ("ppo", Some(&s.ppo_win_rate_vs_sft)),
-        ("dpo", s.dpo_win_rate_vs_sft.as_ref()),
-        ("ideal answers", Some(&s.ideal_win_rate_vs_sft)),
-    ]
-    .into_iter()
-    .filter_map(|(label, e)| Some((label, e?)))
-    .map(|(label, e)| IntervalBar {
-        label: label.into(),
-        value: e.mean,
-        low: e.low,
-        high: e.high,
-    })
-    .collect();
+    let head_to_heads = head_to_heads_vs_sft(s);
+    let win_bars: Vec<IntervalBar> = head_to_heads
+        .iter()
+        .map(|&(label, e, _)| IntervalBar {
+            label: label.into(),
+            value: e.mean,
+            low: e.low,
+            high: e.high,
+        })
+        .collect();
     interval_bar_chart(
         p(7),
         "Held-out win rate against SFT (95% intervals; line: a coin toss)",
@@ -1257,34 +1278,17 @@ pub fn write_report(out: &Path, s: &Summary) -> Result<()> {
         &gain_rows,
     );
     // What the win rates are made of: the rubric's verdict on each pair, then the noise.
-    let head_to_heads = [
-        (
-            "ppo",
-            Some((&s.ppo_win_rate_vs_sft, &s.ppo_vs_sft_by_rubric)),
-        ),
-        (
-            "dpo",
-            s.dpo_win_rate_vs_sft
-                .as_ref()
-                .zip(s.dpo_vs_sft_by_rubric.as_ref()),
-        ),
-        (
-            "the ideal answers",
-            Some((&s.ideal_win_rate_vs_sft, &s.ideal_vs_sft_by_rubric)),
-        ),
-    ];
     let win_rows: Vec<Vec<String>> = head_to_heads
         .iter()
-        .filter_map(|&(name, h)| {
-            let (win, by_rubric) = h?;
-            Some(vec![
-                name.to_string(),
+        .map(|&(label, win, by_rubric)| {
+            vec![
+                label.to_string(),
                 win.percent(),
                 pct(by_rubric.better),
                 pct(by_rubric.tied),
                 pct(by_rubric.worse),
                 pct(by_rubric.noiseless_win_rate()),
-            ])
+            ]
         })
         .collect();
     r.table(

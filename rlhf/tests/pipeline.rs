@@ -124,12 +124,11 @@ fn the_tiny_pipeline_runs_every_stage() {
             checkpoint::load(&dir).unwrap(),
             Tokenizer::load(&dir).unwrap(),
         );
-        let temperature = c.eval_temperature;
         evaluate_policy(
             &m,
             &tok,
             &records,
-            temperature,
+            c.eval_temperature,
             c.max_new_tokens,
             sampling_seed,
         )
